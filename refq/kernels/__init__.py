@@ -1,0 +1,12 @@
+"""Integer-only kernels, one module per op family; importing this package registers them all.
+
+Each module's docstring names the peer semantics it reproduces (TFLite Micro reference kernels,
+CMSIS-NN, LiteRT reference, ONNX / onnxruntime, I-BERT, I-ViT) and the formulas.
+"""
+
+import importlib
+
+_MODULES: tuple[str, ...] = ()
+
+for _name in _MODULES:
+    importlib.import_module(f"refq.kernels.{_name}")

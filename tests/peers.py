@@ -1,0 +1,33 @@
+"""Run .tflite bytes on the real peers (TFLite Micro, LiteRT) for bit-exactness tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tests.conftest import require_module
+
+
+def run_tflm(model: bytes, inputs: Sequence[np.ndarray], n_outputs: int = 1) -> list[np.ndarray]:
+    """Invoke the tflite-micro Python interpreter (TFLM reference kernels)."""
+    runtime = require_module("tflite_micro.python.tflite_micro.runtime")
+    interp = runtime.Interpreter.from_bytes(model)
+    for i, x in enumerate(inputs):
+        interp.set_input(np.ascontiguousarray(x), i)
+    interp.invoke()
+    return [np.array(interp.get_output(i)) for i in range(n_outputs)]
+
+
+def run_litert(
+    model: bytes, inputs: Sequence[np.ndarray], *, reference: bool = True
+) -> list[np.ndarray]:
+    """Invoke ai-edge-litert; ``reference=True`` selects the reference-kernel op resolver."""
+    lite = require_module("ai_edge_litert.interpreter")
+    kind = lite.OpResolverType.BUILTIN_REF if reference else lite.OpResolverType.BUILTIN
+    interp = lite.Interpreter(model_content=model, experimental_op_resolver_type=kind)
+    interp.allocate_tensors()
+    for detail, x in zip(interp.get_input_details(), inputs, strict=True):
+        interp.set_tensor(detail["index"], np.ascontiguousarray(x))
+    interp.invoke()
+    return [np.array(interp.get_tensor(d["index"])) for d in interp.get_output_details()]
