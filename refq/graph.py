@@ -194,9 +194,7 @@ class Program:
         """Clear the state tensors (KV caches) back to their initial value."""
         self.state = self.new_state()
 
-    def run(
-        self, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray]
-    ) -> list[np.ndarray]:
+    def run(self, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run all nodes; returns the graph outputs in order. State persists between calls."""
         g = self.graph
         if isinstance(inputs, Mapping):

@@ -18,7 +18,8 @@ Rounding = Literal["double", "single"]
 ``single``: one round-half-up of x*M / 2^(31-shift) in int64 (TFLITE_SINGLE_ROUNDING)."""
 
 Requant = Literal["fixedpoint", "float32"]
-"""``fixedpoint``: int32 multiplier + shift. ``float32``: ONNX / ORT: float32(acc) * M, half-even."""
+"""``fixedpoint``: int32 multiplier + shift.
+``float32``: ONNX / ORT: float32(acc) * M, round half to even."""
 
 Accumulate = Literal["exact", "u8s8_sat16"]
 """``exact``: int32 sums of products. ``u8s8_sat16``: ORT x86 AVX2 (no VNNI) pairwise int16
@@ -106,7 +107,7 @@ PROFILES: dict[str, Profile] = {
             nonlinear="ivit",
             sqrt="newton10",
             peer="I-ViT (Li & Gu 2023) Shiftmax / ShiftGELU / I-LayerNorm, exact integer form",
-            limitations="Fixed 10-step Newton sqrt from 2^16 as published (inexact on small variances).",
+            limitations="Fixed 10-step Newton sqrt from 2^16 as published (bad on small variances)",
         ),
         Profile(
             "ivit-exact",
