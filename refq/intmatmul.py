@@ -22,6 +22,10 @@ overflow. ``accumulate`` makes that explicit:
   accumulator produces (ONNX MatMulInteger: "accumulation may overflow if and only if in 32 bits");
 * ``"int64"``: exact int64 result; raises :class:`ExactnessError` when ``bound >= 2^63``.
 
+``plan_float_matmul`` / ``float_matmul_exact`` serve repeated products with a constant operand
+kept in a float dtype (the kernels' weights): K is split into chunks whose partial sums are
+provably exact in float32 (or float64), and the chunk results are added exactly.
+
 ``int_matmul_u8s8_sat16`` emulates ONNX Runtime's x86 AVX2 (no VNNI) u8 x s8 kernel: adjacent
 products along K are summed in pairs ``a[2j]*b[2j] + a[2j+1]*b[2j+1]`` and clipped to int16
 (``vpmaddubsw``) before the int32 sum; an odd K is padded with a zero element.

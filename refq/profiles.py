@@ -32,6 +32,10 @@ Sqrt = Literal["exact", "newton10"]
 """``exact``: floor(sqrt(n)) exactly. ``newton10``: I-ViT's fixed 10 Newton steps from 2^16."""
 
 
+FCRequant = Literal["fixedpoint", "float64"]
+"""How FULLY_CONNECTED requantizes (see ``Profile.fc_requant``)."""
+
+
 @dataclass(frozen=True)
 class Profile:
     """A named set of arithmetic choices; see the module docstring."""
@@ -45,8 +49,25 @@ class Profile:
     # Per-tensor FULLY_CONNECTED multiplier: the tflite-micro wheel widens s_in and s_w to double
     # before multiplying; the TFLM C++ source multiplies them in float32 first (peer-facts 1).
     fc_product_float32: bool = False
+    # BATCH_MATMUL multiplier, same choice (measured: the tflite-micro wheel uses the double
+    # product, LiteRT 2.3's reference kernel the float32 product).
+    bmm_product_float32: bool = False
+    # FULLY_CONNECTED requantization: ``fixedpoint`` (M, shift) as TFLM / CMSIS-NN, or LiteRT
+    # 2.3's reference kernel, measured: round_half_away(double(acc) * double(real)) for int8
+    # and 16x8 alike (it agrees with single rounding except at exact ties and where the 31-bit
+    # multiplier's error crosses a .5).
+    fc_requant: FCRequant = "fixedpoint"
+    # Ops whose peer kernels round otherwise than ``rounding`` (measured), as (op, rounding).
+    rounding_overrides: tuple[tuple[str, Rounding], ...] = ()
     peer: str = ""
     limitations: str = ""
+
+    def rounding_for(self, op: str) -> Rounding:
+        """The rounding of graph op ``op`` (``rounding`` unless overridden for that op)."""
+        for name, rounding in self.rounding_overrides:
+            if name == op:
+                return rounding
+        return self.rounding
 
     def with_(self, **changes: object) -> Profile:
         """A copy with some fields changed (e.g. ``cmsis-nn`` with single rounding)."""
@@ -67,7 +88,8 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "tflm-f32",
             fc_product_float32=True,
-            peer="TFLite Micro C++ source (per-tensor FC multiplier from a float32 product)",
+            bmm_product_float32=True,
+            peer="TFLite Micro C++ source (FC / BATCH_MATMUL multipliers from a float32 product)",
         ),
         Profile(
             "cmsis-nn",
@@ -81,6 +103,14 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "litert-ref",
             rounding="single",
+            fc_requant="float64",
+            bmm_product_float32=True,
+            # Measured: BATCH_MATMUL (int8) and QUANTIZE (int -> int) round twice, as TFLM.
+            rounding_overrides=(
+                ("BATCH_MATMUL", "double"),
+                ("QUANTIZE", "double"),
+                ("REQUANTIZE", "double"),
+            ),
             peer="ai-edge-litert 2.3 reference kernels (BuiltinRefOpResolver)",
             limitations="LiteRT's optimized kernels match neither rounding exactly.",
         ),

@@ -9,10 +9,15 @@ import numpy as np
 from tests.conftest import require_module
 
 
-def run_tflm(model: bytes, inputs: Sequence[np.ndarray], n_outputs: int = 1) -> list[np.ndarray]:
-    """Invoke the tflite-micro Python interpreter (TFLM reference kernels)."""
+def run_tflm(
+    model: bytes, inputs: Sequence[np.ndarray], n_outputs: int = 1, arena_size: int | None = None
+) -> list[np.ndarray]:
+    """Invoke the tflite-micro Python interpreter (TFLM reference kernels).
+
+    ``arena_size`` defaults to the wheel's heuristic (10x the model size), too small for
+    models whose tensors are all run-time inputs."""
     runtime = require_module("tflite_micro.python.tflite_micro.runtime")
-    interp = runtime.Interpreter.from_bytes(model)
+    interp = runtime.Interpreter.from_bytes(model, arena_size=arena_size)
     for i, x in enumerate(inputs):
         interp.set_input(np.ascontiguousarray(x), i)
     interp.invoke()

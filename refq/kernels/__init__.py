@@ -6,7 +6,22 @@ CMSIS-NN, LiteRT reference, ONNX / onnxruntime, I-BERT, I-ViT) and the formulas.
 
 import importlib
 
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = (
+    "fully_connected",
+    "batch_matmul",
+    "quantize_ops",
+    "norms",
+    "softmax",
+    "gelu",
+    "silu",
+    "rope",
+    "attention",
+    "elementwise",
+    "reduce",
+    "activations",
+    "gather",
+    "shape_ops",
+)
 
 for _name in _MODULES:
     importlib.import_module(f"refq.kernels.{_name}")

@@ -72,6 +72,7 @@ OPS: dict[str, OpMapping] = {
         OpMapping("LOGISTIC", None),
         OpMapping("EXP", "ExpOptions"),
         OpMapping("HARD_SWISH", "HardSwishOptions"),
+        OpMapping("GELU", "GeluOptions", (Field("approximate", "approximate", "bool", False),)),
         OpMapping("QUANTIZE", None),
         OpMapping("DEQUANTIZE", None),
         OpMapping(

@@ -17,10 +17,10 @@ from refq.tflite.schema import model_editor
 def _tensor_bytes(info: TensorInfo) -> bytes:
     data = np.ascontiguousarray(info.data, dtype=info.np_dtype)
     if info.dtype == "int4":
-        from refq.packing import pack
+        from refq.packing import pack_int4
 
         # TFLite stores INT4 constants packed two per byte, element 0 in the low nibble.
-        return pack(data.reshape(-1), "int4").tobytes()
+        return pack_int4(data.reshape(-1), name=info.name).tobytes()
     return data.tobytes()
 
 
