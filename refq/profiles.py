@@ -35,6 +35,9 @@ Sqrt = Literal["exact", "newton10"]
 FCRequant = Literal["fixedpoint", "float64"]
 """How FULLY_CONNECTED requantizes (see ``Profile.fc_requant``)."""
 
+Family = Literal["tflm", "litert", "onnx"]
+"""The runtime whose kernel variants a profile follows (see ``Profile.family``)."""
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -57,17 +60,12 @@ class Profile:
     # and 16x8 alike (it agrees with single rounding except at exact ties and where the 31-bit
     # multiplier's error crosses a .5).
     fc_requant: FCRequant = "fixedpoint"
-    # Ops whose peer kernels round otherwise than ``rounding`` (measured), as (op, rounding).
-    rounding_overrides: tuple[tuple[str, Rounding], ...] = ()
+    # Which runtime's kernel variants to follow where TFLite-family peers differ beyond the
+    # fields above (LiteRT: float32 tables for int8 TANH / LOGISTIC, float32 RSQRT multiplier,
+    # int16 ADD / SUB power-of-two path, refusals of what it has no kernel for).
+    family: Family = "tflm"
     peer: str = ""
     limitations: str = ""
-
-    def rounding_for(self, op: str) -> Rounding:
-        """The rounding of graph op ``op`` (``rounding`` unless overridden for that op)."""
-        for name, rounding in self.rounding_overrides:
-            if name == op:
-                return rounding
-        return self.rounding
 
     def with_(self, **changes: object) -> Profile:
         """A copy with some fields changed (e.g. ``cmsis-nn`` with single rounding)."""
@@ -102,27 +100,25 @@ PROFILES: dict[str, Profile] = {
         ),
         Profile(
             "litert-ref",
-            rounding="single",
+            # Measured: every LiteRT reference kernel refq runs rounds twice, as TFLM, except
+            # FULLY_CONNECTED (``fc_requant``); BATCH_MATMUL uses the float32 scale product.
             fc_requant="float64",
             bmm_product_float32=True,
-            # Measured: BATCH_MATMUL (int8) and QUANTIZE (int -> int) round twice, as TFLM.
-            rounding_overrides=(
-                ("BATCH_MATMUL", "double"),
-                ("QUANTIZE", "double"),
-                ("REQUANTIZE", "double"),
-            ),
+            family="litert",
             peer="ai-edge-litert 2.3 reference kernels (BuiltinRefOpResolver)",
             limitations="LiteRT's optimized kernels match neither rounding exactly.",
         ),
         Profile(
             "onnx",
             requant="float32",
+            family="onnx",
             peer="ONNX spec / onnx.reference and onnxruntime 1.32 exact integer paths",
         ),
         Profile(
             "ort-x86-u8s8",
             requant="float32",
             accumulate="u8s8_sat16",
+            family="onnx",
             peer="onnxruntime 1.32 on x86-64 AVX2 without VNNI, u8 activations x s8 weights",
             limitations="Only reproduces ORT where it takes the AVX2 non-VNNI u8s8 kernel.",
         ),

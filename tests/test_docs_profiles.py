@@ -46,9 +46,6 @@ def table(section: str) -> list[list[str]]:
 def cell(value: object) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, tuple):
-        # rounding_overrides: ((op, rounding), ...)
-        return ", ".join(f"{k} {v}" for k, v in value) if value else "-"
     return str(value) if value != "" else "-"
 
 

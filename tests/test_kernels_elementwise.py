@@ -28,7 +28,7 @@ from refq.errors import (
 )
 from refq.graph import Graph, Node, Program, TensorInfo
 from refq.kernels.activations import SIGMOID_TABLE_Q16, prepare_unary, unary
-from refq.kernels.elementwise import binary, checked_log2, mbqm, prepare_binary, tflite_rounding
+from refq.kernels.elementwise import binary, checked_log2, mbqm, prepare_binary
 from refq.kernels.gather import EmbeddingLookupParams, GatherParams, embedding_lookup, gather
 from refq.kernels.reduce import prepare_reduce, reduce
 from refq.kernels.shape_ops import resolve_new_shape
@@ -223,10 +223,7 @@ def test_numba_mbqm_equals_the_scalar_oracle(xs, m, shift, rounding) -> None:
     assert got == [mbqm_oracle(x, m, shift, rounding) for x in xs]
 
 
-def test_rounding_per_profile() -> None:
-    assert tflite_rounding(get_profile("tflm")) == "double"
-    assert tflite_rounding(get_profile("litert-ref")) == "double"
-    assert tflite_rounding(get_profile("cmsis-nn-single")) == "single"
+def test_checked_log2() -> None:
     assert checked_log2(2.0**-12) == (True, -12)
     assert checked_log2(2.0**-12 * 1.0001)[0]  # TFLite's 1e-3 tolerance on log2
     assert not checked_log2(0.1)[0]

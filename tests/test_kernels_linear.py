@@ -563,7 +563,7 @@ def test_batch_matmul_matches_exact_oracle(case) -> None:
     if profile == "onnx":
         kind, m_, s_ = "float32", real, 0
     else:
-        kind = "s64" if wide else PROFILES[profile].rounding_for("BATCH_MATMUL")
+        kind = "s64" if wide else PROFILES[profile].rounding
         m_, s_ = quantize_multiplier(real, "single" if kind == "single" else "double")
     for idx, v in np.ndenumerate(acc):
         assert int(y[idx]) == requant_oracle(int(v), kind, m_, s_, zo, lo, hi)
@@ -671,7 +671,7 @@ def test_requantize_ops_match_oracle(idt, out, profile, channels, seed) -> None:
             dq = to_float(Fraction(to_float(Fraction(d))) * f32(s_in[c]))
             want = round(to_float(dq / f32(s_out)))
         else:
-            rounding = PROFILES[profile].rounding_for(op)
+            rounding = PROFILES[profile].rounding
             m, s = quantize_multiplier(float(s_in[c]) / float(np.float32(s_out)), rounding)
             want = (mbqm_single if rounding == "single" else mbqm_double)(wrap32(d), m, s)
         assert int(y[r, c]) == min(max(want + zo, lo), hi)

@@ -162,7 +162,7 @@ def test_litert_batch_matmul_rounds_twice(checked) -> None:
         g, xs = bmm_all_products("int8", sa, sb, so, za, zb, zo)
         want = run_litert(write_tflite(g), xs)[0]
         assert same(Program(g, "litert-ref").run(xs)[0], want)
-        single = PROFILES["litert-ref"].with_(rounding_overrides=())
+        single = PROFILES["litert-ref"].with_(rounding="single")
         differ += int(np.sum(Program(g, single).run(xs)[0] != want))
     assert differ > 0
     checked(
@@ -200,7 +200,7 @@ def test_litert_quantize_dequantize(kind: str, checked) -> None:
         assert same(got, want), kind
         elements += got.size
         if "->int" in kind and not kind.startswith("f32"):
-            single = PROFILES["litert-ref"].with_(rounding_overrides=())
+            single = PROFILES["litert-ref"].with_(rounding="single")
             differ += int(np.sum(Program(g, single).run([x])[0] != want))
     checked(
         f"LiteRT ref {g.nodes[0].op} {kind} (single rounding off by one on {differ})",

@@ -85,7 +85,6 @@ from refq.kernels.elementwise import (
     is_litert,
     quantized,
     require_fixedpoint,
-    tflite_rounding,
 )
 from refq.kernels.registry import register
 from refq.kernels.requant import OUT_RANGES
@@ -194,7 +193,7 @@ def prepare_rsqrt(
             f"[{-31 + RSQRT_SHIFT}, 30]"
         )
     ints = {"input_offset": zi, "output_offset": zo, "multiplier": m, "shift": s}
-    rounding = tflite_rounding(profile)
+    rounding = profile.rounding
     lo, hi = OUT_RANGES[dtype]
     v = np.arange(lo, hi + 1, dtype=np.int64) - zi
     table = np.where(v >= 0, _rsqrt_values(np.maximum(v, 0), ints, rounding, lo, hi), 0)
@@ -328,7 +327,7 @@ def prepare_tanh_logistic(
 ) -> UnaryParams:
     what = name or op
     s_in, s_out = check_scale(s_in, "input", what), check_scale(s_out, "output", what)
-    rounding = tflite_rounding(profile)
+    rounding = profile.rounding
     if dtype == "int8":
         zi = check_zero_point(zp_in, dtype, "input", what)
         zo = check_zero_point(zp_out, dtype, "output", what)
@@ -447,9 +446,7 @@ def prepare_hard_swish(
         "output_multiplier_exponent": eo,
     }
     table = hard_swish_codes(_CODES8, ints)
-    return UnaryParams(
-        "HARD_SWISH", dtype, "hard_swish", tflite_rounding(profile), ints, table, -128
-    )
+    return UnaryParams("HARD_SWISH", dtype, "hard_swish", profile.rounding, ints, table, -128)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def prepare_batch_matmul(
     else:
         rq = fixedpoint_requant(
             np.asarray(mult).reshape(()),
-            rounding=profile.rounding_for("BATCH_MATMUL"),
+            rounding=profile.rounding,
             zero_point=output_zero_point,
             out_dtype=dtype,
             s64=wide,

@@ -33,7 +33,7 @@ Peer facts (tests/test_peer_tflm_elementwise.py measures them):
   (``tflm-f32`` follows the source there; unverified, no peer builds it).
 * LiteRT 2.3's reference ADD / SUB / MUL / SQUARED_DIFFERENCE round twice (gemmlowp), although
   its FULLY_CONNECTED rounds once: under ``litert-ref`` these kernels use double rounding
-  (:func:`tflite_rounding`). LiteRT takes a different power-of-two path for int16 ADD / SUB
+  (``Profile.rounding``). LiteRT takes a different power-of-two path for int16 ADD / SUB
   when all three scales are powers of two (``pot_scale_int16``, on by default in the options):
   refused under ``litert-ref``.
 """
@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numba
@@ -50,6 +51,7 @@ import numpy as np
 
 from refq import fixedpoint as fp
 from refq.errors import InvalidDataError, QuantSpecError, ShapeError, UnsupportedError
+from refq.kernels import fastpath
 from refq.kernels.registry import register
 from refq.kernels.requant import OUT_RANGES, activation_range
 from refq.profiles import Profile, Rounding
@@ -74,19 +76,8 @@ _LEFT_SHIFT = {
 
 
 def is_litert(profile: Profile) -> bool:
-    """Whether ``profile`` reproduces LiteRT (whose kernels differ from TFLM in places)."""
-    return profile.name.startswith("litert")
-
-
-def tflite_rounding(profile: Profile) -> Rounding:
-    """Rounding of ``MultiplyByQuantizedMultiplier`` in the element-wise kernels of ``profile``.
-
-    The profile's own rounding, except under LiteRT: its reference element-wise, reduction and
-    activation kernels measure as double rounding (only its FULLY_CONNECTED rounds once). Under
-    ``cmsis-nn-single`` every MultiplyByQuantizedMultiplier of these kernels rounds once, as a
-    TFLITE_SINGLE_ROUNDING build would (not checked against a peer: none runs these ops here).
-    """
-    return "double" if is_litert(profile) else profile.rounding
+    """Whether ``profile`` follows LiteRT's kernel variants (``Profile.family``)."""
+    return profile.family == "litert"
 
 
 def require_fixedpoint(profile: Profile, what: str) -> None:
@@ -187,6 +178,19 @@ class BinaryParams:
     act_min: int
     act_max: int
 
+    @cached_property
+    def pair_table(self) -> np.ndarray | None:
+        """int8 only: the op on every (x1, x2) code pair, flat ``[256 (x1 + 128) + x2 + 128]``,
+        computed by :func:`binary` itself (elementwise, so the lookup is the kernel bit for
+        bit); ``None`` if some pair makes the NumPy path raise."""
+        if self.dtype != "int8":
+            return None
+        codes = np.arange(-128, 128, dtype=np.int8)
+        try:
+            return binary(np.repeat(codes, 256), np.tile(codes, 256), self, fast=False)
+        except InvalidDataError:
+            return None
+
 
 def prepare_binary(
     op: str,
@@ -223,7 +227,7 @@ def prepare_binary(
         act_min, act_max = OUT_RANGES[dtype]
     else:
         act_min, act_max = activation_range(activation, so, zo, dtype, what)
-    rounding = tflite_rounding(profile)
+    rounding = profile.rounding
     ls = _LEFT_SHIFT[(op, dtype)]
     if op == "MUL":
         mo, eo = _quantize(s1 * s2 / so, what)
@@ -335,12 +339,20 @@ def broadcast_shape(shape1: Sequence[int], shape2: Sequence[int], what: str) -> 
         ) from None
 
 
-def binary(x1: np.ndarray, x2: np.ndarray, p: BinaryParams) -> np.ndarray:
-    """Evaluate ``p.op`` on two code arrays (broadcasting); returns ``p.dtype`` codes."""
+def binary(x1: np.ndarray, x2: np.ndarray, p: BinaryParams, fast: bool = True) -> np.ndarray:
+    """Evaluate ``p.op`` on two code arrays (broadcasting); returns ``p.dtype`` codes.
+    ``fast``: int8 reads :attr:`BinaryParams.pair_table`, int16 ADD / SUB of equal shapes runs
+    :func:`refq.kernels.fastpath.binary16` (same arithmetic); ``False``: the NumPy steps."""
     what = p.op
     a = check_codes(x1, p.dtype, "input1", what)
     b = check_codes(x2, p.dtype, "input2", what)
     broadcast_shape(a.shape, b.shape, what)
+    if fast and p.dtype == "int8" and p.pair_table is not None:
+        return fastpath.pair_lookup(p.pair_table, a, b)
+    if fast and p.dtype == "int16" and p.op in ("ADD", "SUB") and a.shape == b.shape:
+        out = fastpath.binary16(a, b, p)
+        if out is not None:
+            return out
     a = a.astype(np.int64) + p.input1_offset
     b = b.astype(np.int64) + p.input2_offset
     r = p.rounding

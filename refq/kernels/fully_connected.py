@@ -243,7 +243,7 @@ def prepare_fully_connected(
     else:
         rq = fixedpoint_requant(
             mult,
-            rounding=profile.rounding_for("FULLY_CONNECTED"),
+            rounding=profile.rounding,
             zero_point=output_zero_point,
             out_dtype=output_dtype,
             act_min=act_lo,

@@ -215,7 +215,7 @@ def prepare_quantize(
     real = s_in.astype(np.float64) / np.float64(s_out)
     rq = fixedpoint_requant(
         real,
-        rounding=profile.rounding_for(op),
+        rounding=profile.rounding,
         zero_point=output_zero_point,
         out_dtype=output_dtype,
         what=name,

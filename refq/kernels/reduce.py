@@ -42,7 +42,6 @@ from refq.kernels.elementwise import (
     mbqm,
     quantized,
     require_fixedpoint,
-    tflite_rounding,
 )
 from refq.kernels.registry import register
 from refq.kernels.requant import OUT_RANGES
@@ -164,7 +163,7 @@ def prepare_reduce(
     return ReduceParams(
         op,
         dtype,
-        tflite_rounding(profile),
+        profile.rounding,
         shape,
         resolved,
         bool(keep_dims),
