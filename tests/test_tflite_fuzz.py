@@ -47,24 +47,17 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, old)
 
 
-def _fc_dtype_gap(graph) -> str | None:
-    """refq's FULLY_CONNECTED (refq/kernels/fully_connected.py) runs dtype combinations the
-    tflite-micro wheel's Prepare refuses: TFLM takes (input, weights, output) = (int8, int8,
-    int8) or (int16, int8, int16) only. Reported to the kernel's owner; this predicate matches
-    exactly those files so that any other disagreement still fails."""
+def _fc_int4_gap(graph) -> str | None:
+    """The tflite-micro wheel refuses INT4 FULLY_CONNECTED weights, which TFLite's kernels (and
+    LiteRT, checked in tests/test_peer_litert.py) run; refq follows LiteRT. This predicate
+    matches exactly those files so that any other disagreement still fails."""
     for node in graph.nodes:
-        if node.op == "FULLY_CONNECTED":
-            x, w = (graph.tensors[n] for n in node.inputs[:2])
-            y = graph.tensors[node.outputs[0]]
-            if (x.dtype, w.dtype, y.dtype) not in (
-                ("int8", "int8", "int8"),
-                ("int16", "int8", "int16"),
-            ):
-                return "FULLY_CONNECTED dtypes TFLM refuses"
+        if node.op == "FULLY_CONNECTED" and graph.tensors[node.inputs[1]].dtype == "int4":
+            return "INT4 FULLY_CONNECTED weights (the TFLM wheel refuses them, LiteRT runs them)"
     return None
 
 
-KNOWN_GAPS = (_fc_dtype_gap,)
+KNOWN_GAPS = (_fc_int4_gap,)
 
 
 class Oracle:

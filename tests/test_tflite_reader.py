@@ -748,12 +748,6 @@ def test_declared_shape_mismatch_is_refused_at_run():
         run_tflite(bad, x)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="refq/kernels/fully_connected.py runs int8 input with int16 / uint8 / int32 output "
-    "and uint8 weights; TFLM's Prepare refuses them (reported; tests/test_tflite_fuzz.py "
-    "KNOWN_GAPS counts the fuzz cases). Remove this marker and the gap once fixed.",
-)
 def test_fc_dtype_combinations_tflm_refuses():
     from refq.tflite.run import run_tflite
     from tests.tflm_subprocess import TflmWorker

@@ -388,6 +388,7 @@ class _Reader:
             attrs = self._options(o, i, op)
             known.update(outs)
             node = Node(op, tuple(ins), tuple(outs), attrs, name=f"{op.lower()}_{i}")
+            _check_fc_dtypes(node, tensors, i)
             _check_bias_scale(node, tensors, i)
             nodes.append(node)
         for nm in outputs:
@@ -420,6 +421,24 @@ class _Reader:
             m = wrap(self.model.Metadata(j), f"model.metadata[{j}]")
             out.append(_text(m.Name() or b""))
         return out
+
+
+_FC_DTYPES = (("int8", "int8", "int8"), ("int8", "int4", "int8"), ("int16", "int8", "int16"))
+"""(input, weights, output) types TFLite's FULLY_CONNECTED Prepare accepts (TFLM and LiteRT)."""
+
+
+def _check_fc_dtypes(node: Node, tensors: dict[str, TensorInfo], i: int) -> None:
+    """Refuse FULLY_CONNECTED type combinations the peers refuse, so that reading a file never
+    yields an answer TFLite would not give (refq's kernel itself also serves ONNX-style uint8)."""
+    if node.op != "FULLY_CONNECTED":
+        return
+    x, w = (tensors[n] for n in node.inputs[:2])  # type: ignore[index]
+    kinds = (x.dtype, w.dtype, tensors[node.outputs[0]].dtype)
+    if kinds not in _FC_DTYPES:
+        raise UnsupportedError(
+            f"operator {i} (FULLY_CONNECTED): (input, weights, output) types {kinds} are not a "
+            f"TFLite FULLY_CONNECTED; supported: {_FC_DTYPES}"
+        )
 
 
 def _check_bias_scale(node: Node, tensors: dict[str, TensorInfo], i: int) -> None:
