@@ -1,0 +1,88 @@
+"""FULLY_CONNECTED: refq_fully_connected_s8 (int8 weights) and refq_fully_connected_s4 (int4).
+
+Both consume :class:`refq.kernels.fully_connected.FullyConnectedParams` as prepared for the
+profile: the weights arranged by :mod:`codegen.layouts`, the kernel sums ``bias + input_offset *
+sum (w + filter_offset)`` wrapped to int32, ``-zp_w`` per channel when the weights are
+asymmetric, and the requantization constants (per tensor or per channel, double or single
+rounding). int8 input and output only; int16 x int8 (16x8) and the ONNX profiles are refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from codegen.layouts import arrange_fc_s4, arrange_fc_s8, fc_s8_padded_k
+from codegen.lower import KernelSpec, LowerContext, lowering, register_kernel
+from codegen.ops.common import requant_fields, wrap32
+from refq.graph import Node
+from refq.kernels.fully_connected import FullyConnectedParams
+
+register_kernel(KernelSpec("refq_fully_connected_s8", code_bytes=5000, support=("refq_requant.h",)))
+register_kernel(KernelSpec("refq_fully_connected_s4", code_bytes=4400, support=("refq_requant.h",)))
+
+
+def fc_s8_buffer_size(k: int, n: int) -> int:
+    """refq_fully_connected_s8_get_buffer_size(k, n): an int16 input row padded to a multiple of
+    16 features and int32 outputs padded to an even count."""
+    return fc_s8_padded_k(k) * 2 + ((n + 1) // 2) * 2 * 4
+
+
+def fc_s4_buffer_size(k: int, n: int) -> int:
+    """refq_fully_connected_s4_get_buffer_size(k, n): an int16 input row padded to a multiple
+    of 8 features, and int32 outputs padded to a multiple of 4 rows."""
+    return ((k + 7) // 8) * 8 * 2 + ((n + 3) // 4) * 4 * 4
+
+
+@lowering("FULLY_CONNECTED")
+def lower_fully_connected(ctx: LowerContext, node: Node, p: FullyConnectedParams) -> None:
+    requant = requant_fields(ctx, p.requant, node.name, "FULLY_CONNECTED")
+    if p.accumulate != "exact":
+        raise ctx.unsupported(f"{p.accumulate} accumulation")
+    if p.input_dtype != "int8" or p.output_dtype != "int8":
+        raise ctx.unsupported(f"FULLY_CONNECTED {p.input_dtype} -> {p.output_dtype}")
+    if p.weights_dtype not in ("int8", "int4"):
+        raise ctx.unsupported(f"FULLY_CONNECTED with {p.weights_dtype} weights")
+    x, y = node.inputs[0], node.outputs[0]
+    rows = ctx.count(x) // p.k
+    if rows * p.k != ctx.count(x) or rows * p.n != ctx.count(y):
+        raise ctx.unsupported(
+            f"input {x!r} {ctx.shape(x)} / output {y!r} {ctx.shape(y)} that are not rows of "
+            f"K={p.k} / N={p.n}"
+        )
+    key = node.inputs[1]
+    if p.weights_dtype == "int8":
+        function = "refq_fully_connected_s8"
+        pad = 2 * ((p.n + 1) // 2)
+        weights = ctx.const(
+            f"{key}:s8", "int8_t", arrange_fc_s8(p.weights), f"weights {key} (s8 layout)"
+        )
+        scratch = fc_s8_buffer_size(p.k, p.n)
+    else:
+        function = "refq_fully_connected_s4"
+        pad = 4 * ((p.n + 3) // 4)
+        weights = ctx.const(
+            f"{key}:s4", "int8_t", arrange_fc_s4(p.weights), f"weights {key} (s4 layout)"
+        )
+        scratch = fc_s4_buffer_size(p.k, p.n)
+    sums = np.zeros(pad, dtype=np.int64)
+    sums[: p.n] = wrap32(p.kernel_sums)
+    kernel_sums = ctx.const(f"{node.name}:kernel_sums", "int32_t", sums, "kernel sums")
+    f_off = np.broadcast_to(np.asarray(p.weights_offset, dtype=np.int64), (p.n,))
+    filter_offset = (
+        ctx.const(f"{key}:filter_offset", "int32_t", f_off, "-zp of the weights")
+        if f_off.any()
+        else "NULL"
+    )
+    ctx.call(
+        function,
+        [
+            ("k", p.k),
+            ("n", p.n),
+            ("weights", weights),
+            ("kernel_sums", kernel_sums),
+            ("filter_offset", filter_offset),
+            ("requant", requant),
+        ],
+        [rows, ctx.ptr(x), ctx.ptr(y)],
+        scratch=scratch,
+    )
