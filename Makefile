@@ -26,7 +26,7 @@ $(VENV)/.installed-test: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed
-	$(BIN)/refq conformance
+	$(BIN)/refq demo
 
 # Debian packages for the cross-compiled firmware tests; only attempted as root.
 toolchain:

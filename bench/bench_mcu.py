@@ -1,6 +1,6 @@
 """Generated C on Cortex-M7 / M4 under QEMU: instructions per MAC / per element, flash and RAM.
 
-Run:  .venv/bin/python bench/bench_mcu.py [--markdown] [--only fc|elementwise]
+Run:  .venv/bin/python bench/bench_mcu.py [--markdown] [--only fc|elementwise|lm]
 
 For each fully connected layer (K, N) in (256, 256), (1024, 256), (576, 1536) at batch 1 (int8
 weights per output channel, int32 bias, profile tflm) and each element-wise op (ADD over 4096
@@ -10,6 +10,13 @@ path and with the plain-C path (-DREFQ_NO_DSP), runs it under QEMU with -icount 
 reads the instruction count of one invoke (codegen.run; exact to one instruction, the same on
 every run). Every run's output is checked byte for byte against refq's NumPy reference before
 a number is printed. Instruction counts are not cycles: see docs/firmware.md.
+
+LM (``--only lm``): the shipped tiny LM quantized with the w8a8 config, generated with codegen.lm
+(one token per step, static KV cache), built for the same four configurations and stepped
+through 128 tokens of held-out text (the whole context); each step's instructions come from the
+tick counter around ``refq_lm_step`` (the LM harness), its logits are checked byte for byte
+against refq's integer engine (a prefill of the same 128 tokens). Tokens per second assume
+400 MHz and one instruction per cycle.
 
 Sizes: flash = text + data of the model's own objects (model.o, weights.o, its kernels) and of
 the whole program (arm-none-eabi-size, including the test harness, startup code and newlib's
@@ -184,7 +191,7 @@ def _row(cells: list[str], markdown: bool) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
-    parser.add_argument("--only", choices=("fc", "elementwise"), help="run one part")
+    parser.add_argument("--only", choices=("fc", "elementwise", "lm"), help="run one part")
     args = parser.parse_args()
     md = args.markdown
     with tempfile.TemporaryDirectory(prefix="refq-bench-mcu-") as tmp:
@@ -239,7 +246,63 @@ def main() -> int:
                     f"({'meets' if m7 <= bench.target else 'misses'} <= {bench.target:.0f})"
                 )
                 print(_row(cells, md))
+        if args.only in (None, "lm"):
+            bench_lm(root / "lm", md)
     return 0
+
+
+def bench_lm(workdir: Path, md: bool, clock_hz: int = 400_000_000) -> None:
+    """The tiny LM per token on every configuration (module docstring); logits checked."""
+    from codegen.emit import write_tree
+    from codegen.lm import HARNESS_OUTPUTS, harness_inputs, render_lm
+    from refq.demo import quantize_tiny_lm
+    from refq.models.integer import IntegerLM
+    from refq.models.tiny_lm import corpus
+
+    qm = quantize_tiny_lm("w8a8")
+    graph = qm.graph()
+    lm = render_lm(graph, harness=True)
+    src = write_tree(workdir / "src", lm.files)
+    tokens = corpus("heldout")[: lm.context].astype(np.int64)
+    want = IntegerLM(graph, qm.profile).prefill(tokens)
+    m = lm.lowered
+    print(
+        f"\nTiny LM (w8a8, tflm), one token per step over {tokens.size} positions: constants "
+        f"{m.weight_bytes:,} B, arena {m.arena_size:,} B (lower bound {m.plan.lower_bound:,}), "
+        f"KV cache {m.state_size:,} B static"
+    )
+    head = [
+        "config",
+        "program flash",
+        "flash - constants",
+        "instr/token pos 0",
+        "pos 63",
+        f"pos {tokens.size - 1}",
+        "mean",
+        "tokens/s mean (worst) at 400 MHz",
+    ]
+    print(_row(head, md))
+    if md:
+        print("|" + "---|" * len(head))
+    for label, target, flags in CONFIGS:
+        b = build(
+            src,
+            target,
+            build_dir=workdir / f"build-{label.replace(' ', '-')}",
+            extra_cflags=flags,
+            jobs=2,
+        )
+        r = run(b, harness_inputs(1, tokens), HARNESS_OUTPUTS, timeout=600)
+        got = np.frombuffer(r.outputs["lm_logits.bin"], np.int8).reshape(want.shape)
+        if not np.array_equal(got, want):
+            raise SystemExit(f"tiny LM on {label}: logits differ from refq's integer engine")
+        ticks = np.frombuffer(r.outputs["lm_ticks.bin"], "<u8").astype(np.float64)
+        per = ticks * 5 / 16  # 3.2 ticks per instruction under -icount shift=7
+        size = read_size(b.program)
+        cells = [label, f"{size.flash:,} B", f"{size.flash - m.weight_bytes:,} B"]
+        cells += [f"{per[i]:,.0f}" for i in (0, 63, tokens.size - 1)] + [f"{per.mean():,.0f}"]
+        cells.append(f"{clock_hz / per.mean():,.0f} ({clock_hz / per.max():,.0f})")
+        print(_row(cells, md))
 
 
 if __name__ == "__main__":
