@@ -19,26 +19,16 @@ import argparse
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from bench.timing import best_of
 from refq.graph import Graph, Node, Program, TensorInfo
 from refq.kernels.decomposed import layer_norm_graph
 from refq.tflite.writer import write_tflite
-
-
-def best_of(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def tflm_runner(model: bytes) -> Callable[[np.ndarray], np.ndarray]:

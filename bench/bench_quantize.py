@@ -23,19 +23,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from bench.timing import best_of
 from refq.packing import pack_bits, unpack_bits
 from refq.quantize import dequantize, quantize
 from refq.spec import PerAxis, QuantParams, QuantSpec
-
-
-def best_of(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def best_of_interleaved(fns: list[Callable[[], object]], repeat: int) -> list[float]:

@@ -17,6 +17,13 @@ from refq.errors import RefqError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "conformance": ("refq.onnx.conformance", "ONNX node conformance and property self-checks"),
+    "train-tiny": ("refq.models.train_cmd", "train the tiny byte-level Shakespeare LM (NumPy)"),
+    "run": ("refq.tflite.run_cmd", "golden outputs of an integer .tflite model under a profile"),
+    "quantize": ("refq.ptq.quantize_cmd", "post-training quantization of a model to a .refq file"),
+    "codegen": ("codegen.generate_cmd", "C99 sources of an integer .tflite model for Cortex-M"),
+    "eval": ("refq.evaluation.eval_cmd", "perplexity / agreement / embedding cosine of models"),
+    "generate": ("refq.evaluation.generate_cmd", "generate text with the integer engine"),
+    "demo": ("refq.demo", "the main job: tiny LM -> integer model -> C99 -> Cortex-M7, checked"),
 }
 
 

@@ -37,29 +37,18 @@ Rounding identities (used throughout; each is tested against exact arithmetic)
   ``R < 2^30``; 0 otherwise (proof: nested floors, ``floor(floor(a/b)/c) = floor(a/(bc))``).
   For ``s >= 0`` they are equal unless ``x * 2^s`` overflows int32.
 
-Notes for the TANH / LOGISTIC / RSQRT kernels (not in refq yet)
-----------------------------------------------------------------
-Read from the tflite-micro sources; the int8 formulas below are checked bit-exact against the
-tflite-micro wheel in tests/test_fixedpoint.py.
+Where the kernels use them
+-------------------------
+The formulas are in each kernel's docstring; tests/test_fixedpoint.py runs these functions
+against the tflite-micro wheel directly, tests/test_peer_*.py the kernels.
 
-* int8 TANH and LOGISTIC (``reference_integer_ops``) use gemmlowp's int32 ``tanh`` / ``logistic``
-  with 4 integer bits, i.e. :func:`gemmlowp_tanh` / :func:`gemmlowp_logistic` here. Prepare:
-  ``(q, shift) = frexp(double(s_in) * 2^27)``, ``M = round_half_away(q * 2^31)`` *without*
-  QuantizeMultiplier's 2^31 fix-up and flush (for a float32 ``s_in`` the fix-up cannot trigger,
-  so this is :func:`quantize_multiplier` except for scales below ~2^-58);
-  ``radius = floor(15 * 2^27 / 2^shift)`` (``CalculateInputRadius(4, shift, 31)`` in double).
-  Eval per element: ``d = x - zp_in``; ``d <= -radius -> -128``; ``d >= radius -> 127``; else
-  ``q4 = MultiplyByQuantizedMultiplier(d, M, shift)`` and
-  TANH: ``clamp(RDBPOT(tanh_q4(q4), 24), -128, 127)`` (no output zero point is added);
-  LOGISTIC: ``clamp(RDBPOT(logistic_q4(q4), 23) - 128, -128, 127)`` (output zp must be -128).
-* int16 TANH and LOGISTIC do not use gemmlowp: they rescale the input (power-of-two scales use
-  ``3 << shift``, others a multiplier ``3 * 4096 * s_in`` doubled up to <= 32767) and
-  interpolate linearly in TFLite's 256-entry ``sigmoid_table_uint16`` (sigmoid(i/24) in 0.16).
-  That table is not ``round(2^16 * sigmoid(i/24))`` (44 of 256 entries differ by one), so a
-  kernel needs the peer's exact entries. From the kernel's formula (not tried): int16 TANH
-  returns ``table[i] - 2^15`` when the rescaled input is ``256 * i`` (e.g. ``s_in = 1/48``), a
-  way to measure the entries from the tflite-micro wheel.
-* int8 RSQRT: :func:`rsqrt_fixed_point` is its per-element core.
+* int8 TANH / LOGISTIC (:mod:`refq.kernels.activations`): :func:`gemmlowp_tanh` /
+  :func:`gemmlowp_logistic` with 4 integer bits on ``MultiplyByQuantizedMultiplier(x - zp_in)``;
+  int8 RSQRT: :func:`rsqrt_fixed_point`. (int16 TANH / LOGISTIC use no gemmlowp function: they
+  interpolate TFLite's measured sigmoid table, see that module.)
+* int8 SOFTMAX / LOG_SOFTMAX (:mod:`refq.kernels.softmax`): :func:`exp_on_negative_values` in
+  Q5.26, :func:`one_over_one_plus_x_for_x_in_0_1`, :func:`log_x_for_x_greater_than_or_equal_to_1`.
+* Every requantization: :func:`multiply_by_quantized_multiplier` (:mod:`refq.kernels.requant`).
 """
 
 from __future__ import annotations
@@ -149,6 +138,12 @@ def _wrap(x: np.ndarray, bits: int = 32) -> NDArray[np.int64]:
     if narrow is None:
         raise UnsupportedError(f"raw fixed-point width must be 16 or 32 bits, got {bits}")
     return np.asarray(x, dtype=np.int64).astype(narrow).astype(np.int64)
+
+
+def wrap(x: ArrayLike, bits: int = 32) -> NDArray[np.int64]:
+    """Two's-complement reduction of integer values to ``bits`` (16 or 32), as int64: what a C
+    cast to ``int16_t`` / ``int32_t`` (or an overflowing add in that type) gives on gcc / clang."""
+    return _wrap(np.asarray(x), bits)
 
 
 def _check_bits(bits: int, func: str) -> tuple[int, int]:
@@ -410,8 +405,9 @@ def multiply_by_quantized_multiplier(
     ``x*M / 2^(31-shift)``. ``shift`` in [-31, 30]; ``multiplier`` and ``shift`` may be arrays
     (per channel or per element) broadcasting against ``x``. When the two roundings differ: see
     the module docstring. ``MultiplyByQuantizedMultiplierSmallerThanOneExp`` /
-    ``...GreaterThanOne`` are this function with ``shift <= 0`` / ``shift >= 0``. Probed through
-    FULLY_CONNECTED: TFLM's reference kernels match "double", LiteRT's reference kernels "single".
+    ``...GreaterThanOne`` are this function with ``shift <= 0`` / ``shift >= 0``. Measured:
+    TFLM's reference kernels use "double", and so do LiteRT 2.3's, except its FULLY_CONNECTED,
+    which rounds ``double(acc) * real`` once, half away (:mod:`refq.kernels.requant`).
     """
     func = "multiply_by_quantized_multiplier"
     _check_rounding(rounding, func)
@@ -690,6 +686,68 @@ def gemmlowp_logistic(a: ArrayLike, integer_bits: int, bits: int = 32) -> IntRes
     p = r.pot(_newton_reciprocal_half(r, e), 1)
     result = np.where(av == 0, r.const(1 << 30), np.where(positive, p, r.wrap(r.one(0) - p)))
     return _out(result, _is_scalar(a), bits)
+
+
+# TFLite's fixed-point natural log (its own addition to gemmlowp's functions), Q5.26 result.
+LOG_2_Q31 = 1488522236  # ln 2
+SQRT_SQRT_HALF_Q31 = 1805811301  # 2^(-1/4)
+ONE_QUARTER_Q31 = 1 << 29
+LOG_ALPHA_N_Q31 = 117049297  # 11/240 * 2^(1/4)
+LOG_ALPHA_D_Q31 = 127690142  # 1/20 * 2^(1/4)
+LOG_ALPHA_I_Q31 = 1057819769  # 2 / 2^(1/4) - 2^(1/4)
+LOG_ALPHA_F_Q31 = 638450708  # 1/4 * 2^(1/4)
+LOG_OUTPUT_INTEGER_BITS = 5
+
+
+def log_x_for_x_greater_than_or_equal_to_1(z: ArrayLike, input_integer_bits: int) -> IntResult:
+    """TFLite ``log_x_for_x_greater_than_or_equal_to_1<5>(FixedPoint<int32, ib>)``: ``ln(z)``.
+
+    Input: raw int32 ``z > 0`` read as Q(ib).(31-ib) (meaningful for ``z >= 1.0``, i.e.
+    ``z >= 2^(31-ib)``); output: Q5.26 raw int32. All sums below are gemmlowp ``FixedPoint``
+    adds (wrapping in int32) unless marked saturating; products are SRDHM; the accumulator
+    format is Q6.25 (one more integer bit than the output):
+
+    1. The binary exponent, estimated twice: ``ha = clz(z)``, mantissa
+       ``r_a = 2 * SRDHM(z << (ha - 1), 2^-1/2)`` (saturating doubling) with exponent
+       ``ib - ha + 1/4``; and, from ``z * 2^-1/2``, ``hb = clz(z * 2^-1/2) - 1``,
+       ``r_b = z << hb`` (saturating) with exponent ``ib - hb - 1/4`` (both exponents saturating
+       adds in Q6.25). ``r = min(r_a, r_b)`` and the exponent ``e = max`` of the two.
+    2. ``q = 2 (r - 2^-1/4)``, ``p = RoundingHalfSum(r, 2^-1/4)``; the log of the mantissa is
+       the rational approximation ``(q r + alpha_n q^3) / (1 + p (alpha_i + q + alpha_d q^2) +
+       alpha_f q)`` with gemmlowp's Newton ``1 / (1 + x)`` (constants ``LOG_ALPHA_*``).
+    3. Result ``Rescale<5>(e ln2 + Rescale<6>(numerator) / (1 + x))``.
+
+    ``z`` in [1, INT32_MAX]; ``input_integer_bits`` in [0, 31]. TFLM's int8 LOG_SOFTMAX calls
+    it with ``ib = 12`` on the Q12.19 sum of exponentials.
+    """
+    func = "log_x_for_x_greater_than_or_equal_to_1"
+    if not isinstance(input_integer_bits, int | np.integer) or not 0 <= input_integer_bits <= 31:
+        raise QuantSpecError(
+            f"{func}: input_integer_bits must be an int in [0, 31], got {input_integer_bits!r}"
+        )
+    zv = _ints(z, "z", func, 1, INT32_MAX)
+    ib = int(input_integer_bits)
+    r = _Raw(32)
+    acc_bits = LOG_OUTPUT_INTEGER_BITS + 1
+    quarter = int(r.pot(np.int64(ONE_QUARTER_Q31), -acc_bits))  # 1/4 in Q6.25
+    ha = 32 - _bit_length(zv)
+    r_a = r.pot(r.mul(_srmbpot(zv, ha - 1), np.int64(HALF_SQRT2_Q31)), 1)
+    e_a = np.clip(_srmbpot(ib - ha, np.int64(31 - acc_bits)) + quarter, INT32_MIN, INT32_MAX)
+    hb = 32 - _bit_length(r.mul(zv, np.int64(HALF_SQRT2_Q31))) - 1
+    r_b = _srmbpot(zv, hb)
+    e_b = np.clip(_srmbpot(ib - hb, np.int64(31 - acc_bits)) - quarter, INT32_MIN, INT32_MAX)
+    mantissa = np.minimum(r_a, r_b)
+    exponent = np.maximum(e_a, e_b)
+    p = _rounding_half_sum(mantissa, np.int64(SQRT_SQRT_HALF_Q31))
+    q = r.wrap(mantissa - SQRT_SQRT_HALF_Q31)
+    q = r.wrap(q + q)
+    q2 = r.mul(q, q)
+    num = r.wrap(r.mul(q, mantissa) + r.mul(r.mul(q, q2), np.int64(LOG_ALPHA_N_Q31)))
+    inner = r.wrap(r.wrap(LOG_ALPHA_I_Q31 + q) + r.mul(np.int64(LOG_ALPHA_D_Q31), q2))
+    denom_minus_one = r.wrap(r.mul(p, inner) + r.mul(np.int64(LOG_ALPHA_F_Q31), q))
+    recip = r.pot(_newton_reciprocal_half(r, denom_minus_one), 1)  # 1 / (1 + x), Q0.31
+    total = r.wrap(r.mul(exponent, np.int64(LOG_2_Q31)) + r.mul(r.pot(num, -acc_bits), recip))
+    return _out(r.pot(total, acc_bits - LOG_OUTPUT_INTEGER_BITS), _is_scalar(z))
 
 
 # ---------------------------------------------------------------------------------------------

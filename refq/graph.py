@@ -180,6 +180,8 @@ class Program:
         for node in graph.nodes:
             op = get_op(node.op, node.name)
             self.steps.append((node, op, op.prepare(node, graph.tensors, self.profile)))
+        # Constants are fixed once prepared; collected once, not on every run (decode speed).
+        self._constants = {n: t.data for n, t in graph.tensors.items() if t.is_constant}
         self.state = self.new_state()
 
     def new_state(self) -> dict[str, np.ndarray]:
@@ -211,9 +213,7 @@ class Program:
         env: dict[str, np.ndarray] = {}
         for name, value in zip(g.inputs, values, strict=True):
             env[name] = _check_input(g.tensors[name], value)
-        for name, info in g.tensors.items():
-            if info.is_constant:
-                env[name] = info.data
+        env.update(self._constants)
         env.update(self.state)
         for node, op, params in self.steps:
             args = [None if n is None else env[n] for n in node.inputs]

@@ -35,14 +35,20 @@ CONFIGS: dict[str, tuple[str, bool, tuple[str, ...]]] = {
 """name -> (codegen.build target, sanitizers, extra C flags)."""
 
 
-def require_config(config: str) -> None:
-    """Skip (locally) / fail (CI) when the tools of ``config`` are missing."""
+def require_target(target: str) -> None:
+    """Skip (locally) / fail (CI) when the tools to build and run for ``target`` (a
+    :mod:`codegen.build` target) are missing."""
     require_tool("make")
-    if CONFIGS[config][0] == "host":
+    if target == "host":
         require_tool("cc")
     else:
         require_tool("arm-none-eabi-gcc")
         require_tool("qemu-system-arm")
+
+
+def require_config(config: str) -> None:
+    """Skip (locally) / fail (CI) when the tools of ``config`` are missing."""
+    require_target(CONFIGS[config][0])
 
 
 @dataclass

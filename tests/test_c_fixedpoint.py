@@ -26,6 +26,8 @@ from codegen.emit import write_tree
 from codegen.run import run
 from refq import fixedpoint as fp
 from refq.errors import CodegenError
+from tests.codegen_image import CONFIGS as IMAGE_CONFIGS
+from tests.codegen_image import require_config, require_target
 from tests.conftest import require_tool
 
 C_DIR = Path(__file__).parent / "c"
@@ -248,15 +250,8 @@ def _describe_mismatch(cases: bytes, expected: bytes, got: bytes, counts) -> str
     return "\n".join(lines)
 
 
-CONFIGS = {
-    "host-ubsan-asan": ("host", True, ()),
-    "m7": ("m7", False, ()),
-    "m7-plain-c": ("m7", False, ("-DREFQ_NO_DSP",)),
-    "m7-soft": ("m7-soft", False, ()),
-    "m4": ("m4", False, ()),
-    "m4-soft": ("m4-soft", False, ()),
-    "m4-plain-c": ("m4-softfp", False, ("-DREFQ_NO_DSP",)),
-}
+# Every build configuration of the generated-code tests but plain host (UBSan + ASan covers it).
+CONFIGS = {name: c for name, c in IMAGE_CONFIGS.items() if name != "host"}
 
 
 @pytest.fixture(scope="module")
@@ -305,13 +300,7 @@ def test_cases_cover_every_op_and_edges(cases):
 
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_c_fixedpoint_matches_python(config, builds, cases, checked):
-    target = CONFIGS[config][0]
-    require_tool("make")
-    if target == "host":
-        require_tool("cc")
-    else:
-        require_tool("arm-none-eabi-gcc")
-        require_tool("qemu-system-arm")
+    require_config(config)
     data, expected, counts = cases
     result = run(builds(config), {"cases.bin": data}, ["results.bin"], timeout=120)
     got = result.outputs["results.bin"]
@@ -336,8 +325,7 @@ def test_dsp_path_uses_saturating_instructions(config, dsp, builds):
 
 def test_host_sanitizers_catch_undefined_behaviour(tmp_path):
     """The UBSan configuration used above does fail on a left shift of a negative value."""
-    require_tool("make")
-    require_tool("cc")
+    require_target("host")
     entry = r"""
 #include <stdint.h>
 #include "refq_harness.h"

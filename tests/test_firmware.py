@@ -29,19 +29,11 @@ from codegen.run import (
     run,
 )
 from refq.errors import CodegenError
+from tests.codegen_image import require_target
 from tests.conftest import require_tool
 
 C_DIR = Path(__file__).parent / "c"
 ECHO, STATUS, SPIN, FAULT, TICKS, FLOAT, STACK = range(7)
-
-
-def _tools(target: str) -> None:
-    require_tool("make")
-    if target == "host":
-        require_tool("cc")
-    else:
-        require_tool("arm-none-eabi-gcc")
-        require_tool("qemu-system-arm")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +47,7 @@ def program(tree):
     cache = {}
 
     def get(target: str):
-        _tools(target)
+        require_target(target)
         if target not in cache:
             cache[target] = build(tree, target, build_dir=tree.parent / f"build-{target}")
         return cache[target]
@@ -220,7 +212,7 @@ def _sections(elf: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_linker_scripts_place_arena_state_and_stack(tmp_path):
-    _tools("m7")
+    require_target("m7")
     src = write_tree(tmp_path / "arena", {"entry.c": ARENA_ENTRY})
     qemu = build(src, "m7", extra_cflags=["-DARENA_BYTES=65536"])
     assert run(qemu).returncode == 0  # zeroed state and arena, no outputs read back here
@@ -244,7 +236,7 @@ def test_linker_scripts_place_arena_state_and_stack(tmp_path):
 
 
 def test_compile_errors_name_the_file(tmp_path):
-    _tools("host")
+    require_target("host")
     src = write_tree(tmp_path / "broken", {"broken.c": "int f(void) { return undefined_name; }\n"})
     with pytest.raises(CodegenError, match=r"broken\.c.*undefined_name"):
         build(src, "host")

@@ -1,5 +1,6 @@
 """float8 e4m3fn / e5m2 and float4 e2m1: exhaustive checks against the bit-layout oracle, and
-peers ml_dtypes (onnx.reference's casts) and onnxruntime on random data."""
+peers ml_dtypes (onnx.reference's casts) and onnxruntime on random data. The ONNX-only formats
+(fnuz, float6) are checked in tests/test_onnx_ops.py, float8e8m0 here."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refq import floatfmt
+from refq.errors import UnsupportedError
 from refq.oracle import quantize as oracle
 from tests.conftest import require_module
 
@@ -100,6 +102,19 @@ def test_float64_and_float16_inputs_round_once():
         1.0,
         -1.0,
     ]
+
+
+def test_float8e8m0_is_a_decode_only_power_of_two():
+    """ONNX's scale type: code c is 2^(c - 127) (2^-127 a float32 subnormal), 0xFF is NaN."""
+    table = floatfmt.code_table("float8e8m0")
+    assert [Fraction(float(v)) for v in table[:255]] == [
+        Fraction(2) ** (c - 127) for c in range(255)
+    ]
+    assert np.isnan(table[255])
+    with pytest.raises(UnsupportedError, match="scale type"):
+        floatfmt.encode(np.ones(2, np.float32), "float8e8m0")
+    with pytest.raises(UnsupportedError, match="not a minifloat"):
+        floatfmt.decode(np.zeros(2, np.uint8), "int8")
 
 
 def _ml_dtype(fmt: str):

@@ -114,25 +114,18 @@ def test_rope_conventions_are_a_permutation_of_each_other(case) -> None:
     d = p.head_dim
     perm = np.concatenate([np.arange(0, d, 2), np.arange(1, d, 2)])
     inv = np.argsort(perm)
-    half = rp.prepare_rope(
-        1.0,
-        p.input_zero_point,
-        1.0,
-        p.output_zero_point,
-        head_dim=d,
-        max_positions=p.max_positions,
-        theta=p.theta,
-        convention="rotate_half",
-    )
-    inter = rp.prepare_rope(
-        1.0,
-        p.input_zero_point,
-        1.0,
-        p.output_zero_point,
-        head_dim=d,
-        max_positions=p.max_positions,
-        theta=p.theta,
-        convention="interleaved",
+    half, inter = (
+        rp.prepare_rope(
+            1.0,
+            p.input_zero_point,
+            1.0,
+            p.output_zero_point,
+            head_dim=d,
+            max_positions=p.max_positions,
+            theta=p.theta,
+            convention=convention,
+        )
+        for convention in ("rotate_half", "interleaved")
     )
     x3 = x.reshape(x.shape[0], -1, d)
     via_half = rp.rope(x3[..., perm], pos0, half)[..., inv]

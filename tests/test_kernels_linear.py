@@ -1,15 +1,15 @@
 """Linear-algebra kernels (requant, FULLY_CONNECTED, BATCH_MATMUL, QUANTIZE / DEQUANTIZE /
 REQUANTIZE) against exact Python-int / Fraction restatements of the peers' formulas.
 
-The oracles below are written from the formulas (peer-facts 1 and 3, the kernels' docstrings),
-in Python integers and Fractions, independently of refq's code: TFLite ``QuantizeMultiplier``
-from ``frexp``, gemmlowp's nudge-and-truncate SRDHM, RoundingDivideByPOT as a half-away
-division, float32 / float64 products rounded from the exact rational value.
+The oracles are written from the formulas (peer-facts 1 and 3, the kernels' docstrings) in
+Python integers and Fractions, on the scalar definitions of refq.oracle (which never import the
+code they check): TFLite ``QuantizeMultiplier`` from the float's exact binary value, SRDHM as a
+round half up of ``a*b / 2^31``, RoundingDivideByPOT as a half-away division, float32 / float64
+products rounded once from the exact rational value.
 """
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import numpy as np
@@ -42,88 +42,34 @@ from refq.kernels.requant import (
     float64_requant,
     requantize,
 )
+from refq.oracle import fixedpoint as of
+from refq.oracle.quantize import round_to_float, to_float32
 from refq.profiles import PROFILES
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "int4": (-8, 7)}
 
-# --- exact oracles ------------------------------------------------------------------------------
-
-
-def wrap32(v: int) -> int:
-    return ((v + 2**31) % 2**32) - 2**31
-
-
-def half_away(q: Fraction) -> int:
-    r = math.floor(abs(q) + Fraction(1, 2))
-    return r if q >= 0 else -r
-
-
-def quantize_multiplier(real: float, rounding: str = "double") -> tuple[int, int]:
-    """TFLite QuantizeMultiplier restated: frexp, round half away, 2^31 carry, flush below -31."""
-    if real == 0:
-        return 0, 0
-    q, e = math.frexp(real)
-    m = half_away(Fraction(q) * 2**31)
-    if m == 2**31:
-        m, e = m // 2, e + 1
-    if e < -31:
-        return 0, 0
-    if rounding == "single" and e > 30:
-        return 2**31 - 1, 30
-    return m, e
-
-
-def mbqm_double(x: int, m: int, s: int) -> int:
-    v = wrap32(x * 2 ** max(s, 0))
-    if v == m == -(2**31):
-        h = 2**31 - 1
-    else:
-        p = v * m
-        nudge = 2**30 if p >= 0 else 1 - 2**30
-        t = p + nudge
-        h = abs(t) // 2**31 * (1 if t >= 0 else -1)  # C division truncates toward zero
-    return half_away(Fraction(h, 2 ** max(-s, 0)))
-
-
-def mbqm_single(x: int, m: int, s: int) -> int:
-    return wrap32(math.floor(Fraction(x * m, 2 ** (31 - s)) + Fraction(1, 2)))
-
-
-def mbqm_s64(x: int, m: int, s: int) -> int:
-    m16 = (m + 2**15) >> 16 if m < 0x7FFF0000 else 0x7FFF
-    return wrap32(math.floor(Fraction(x * m16, 2 ** (15 - s)) + Fraction(1, 2)))
-
-
-def to_float(q: Fraction, mant: int = 24, emin: int = -126) -> Fraction:
-    """``q`` rounded to the nearest float of ``mant`` significant bits, ties to even."""
-    if q == 0:
-        return q
-    a = abs(q)
-    e = a.numerator.bit_length() - a.denominator.bit_length()
-    if Fraction(2) ** e > a:
-        e -= 1
-    ulp = Fraction(2) ** (max(e, emin) - (mant - 1))
-    r = round(a / ulp) * ulp  # Python rounds Fractions half to even
-    return r if q > 0 else -r
+# --- exact oracles (refq.oracle's scalar definitions) ---------------------------------------------
 
 
 def f32(v) -> Fraction:
     return Fraction(float(np.float32(v)))
 
 
+def to_float64(q: Fraction) -> Fraction | float:
+    return round_to_float(q, 53, -1022, 1023)
+
+
 def requant_oracle(acc: int, kind: str, m: float | int, s: int, zp: int, lo: int, hi: int) -> int:
-    if kind == "double":
-        r = mbqm_double(wrap32(acc), m, s)
-    elif kind == "single":
-        r = mbqm_single(wrap32(acc), m, s)
+    if kind in ("double", "single"):
+        r = of.multiply_by_quantized_multiplier(of.wrap(acc), m, s, kind)
     elif kind == "s64":
-        r = mbqm_s64(acc, m, s)
+        r = of.multiply_by_quantized_multiplier_s64(acc, m, s)
     elif kind == "float32":
-        v = to_float(to_float(Fraction(wrap32(acc))) * f32(m))
+        v = to_float32(to_float32(Fraction(of.wrap(acc))) * f32(m))
         r = round(v)
     else:  # float64 (LiteRT reference FULLY_CONNECTED); acc already wrapped by the caller
-        r = half_away(to_float(Fraction(acc) * Fraction(m), 53, -1022))
+        r = of.round_half_away(to_float64(Fraction(acc) * Fraction(m)))
     return min(max(r + zp, lo), hi)
 
 
@@ -176,10 +122,10 @@ def test_requantize_matches_exact_oracle(case) -> None:
         )
         params = [(r, 0) for r in reals]
         if accumulator == "int32":
-            acc_used = np.vectorize(wrap32, otypes=[object])(acc)
+            acc_used = np.vectorize(of.wrap, otypes=[object])(acc)
     else:
         rounding = "single" if kind == "single" else "double"
-        params = [quantize_multiplier(r, rounding) for r in reals]
+        params = [of.quantize_multiplier(r, rounding) for r in reals]
         if any(not -31 <= s <= (7 if kind == "s64" else 30) for _, s in params):
             with pytest.raises(QuantSpecError):
                 fixedpoint_requant(np.array(reals), rounding=rounding, s64=kind == "s64", **kw)
@@ -232,7 +178,7 @@ def test_activation_range_formula(act: str) -> None:
         zp = int(rng.integers(qmin, qmax + 1))
 
         def q(f: float, zp: int = zp, scale: float = scale) -> int:
-            return zp + half_away(to_float(Fraction(f) / f32(scale)))
+            return zp + of.round_half_away(to_float32(Fraction(f) / f32(scale)))
 
         want = {
             "NONE": (qmin, qmax),
@@ -317,7 +263,7 @@ def sat16_acc(x: list[int], w: list[int], zx: int, zw: int) -> int:
     for j in range(0, len(x), 2):
         total += min(max(xs[j] * ws[j] + xs[j + 1] * ws[j + 1], -32768), 32767)
     k = len(x)
-    return wrap32(total - zw * sum(x) - zx * sum(w) + k * zx * zw)
+    return of.wrap(total - zw * sum(x) - zx * sum(w) + k * zx * zw)
 
 
 @st.composite
@@ -413,10 +359,10 @@ def fc_oracle(x: np.ndarray, profile: str, xdt: str, wdt: str, act: str, meta) -
                 a = int(acc[r, c])
             a += 0 if b is None else int(b[c])
             if kind == "float64" and not wide:
-                a = wrap32(a)
+                a = of.wrap(a)
             real = float(reals[c])
             if kind in ("double", "single", "s64"):
-                m, s = quantize_multiplier(real, "single" if kind == "single" else "double")
+                m, s = of.quantize_multiplier(real, "single" if kind == "single" else "double")
             else:
                 m, s = real, 0
             y[r, c] = requant_oracle(a, kind, m, s, zo, lo, hi)
@@ -564,7 +510,7 @@ def test_batch_matmul_matches_exact_oracle(case) -> None:
         kind, m_, s_ = "float32", real, 0
     else:
         kind = "s64" if wide else PROFILES[profile].rounding
-        m_, s_ = quantize_multiplier(real, "single" if kind == "single" else "double")
+        m_, s_ = of.quantize_multiplier(real, "single" if kind == "single" else "double")
     for idx, v in np.ndenumerate(acc):
         assert int(y[idx]) == requant_oracle(int(v), kind, m_, s_, zo, lo, hi)
 
@@ -628,8 +574,8 @@ def test_quantize_float_matches_oracle(out, profile, log_scale, seed) -> None:
     )
     y = quantize(x, p)
     for xi, yi in zip(x.tolist(), y.tolist(), strict=True):
-        v = to_float(Fraction(xi) / f32(s))
-        r = round(v) if profile == "onnx" else half_away(v)
+        v = to_float32(Fraction(xi) / f32(s))
+        r = round(v) if profile == "onnx" else of.round_half_away(v)
         assert yi == min(max(r + zp, lo), hi)
 
 
@@ -668,12 +614,12 @@ def test_requantize_ops_match_oracle(idt, out, profile, channels, seed) -> None:
     for (r, c), v in np.ndenumerate(x):
         d = int(v) - int(z_in[c])
         if profile == "onnx":
-            dq = to_float(Fraction(to_float(Fraction(d))) * f32(s_in[c]))
-            want = round(to_float(dq / f32(s_out)))
+            dq = to_float32(Fraction(to_float32(Fraction(d))) * f32(s_in[c]))
+            want = round(to_float32(dq / f32(s_out)))
         else:
             rounding = PROFILES[profile].rounding
-            m, s = quantize_multiplier(float(s_in[c]) / float(np.float32(s_out)), rounding)
-            want = (mbqm_single if rounding == "single" else mbqm_double)(wrap32(d), m, s)
+            m, s = of.quantize_multiplier(float(s_in[c]) / float(np.float32(s_out)), rounding)
+            want = of.multiply_by_quantized_multiplier(of.wrap(d), m, s, rounding)
         assert int(y[r, c]) == min(max(want + zo, lo), hi)
 
 
@@ -694,7 +640,7 @@ def test_dequantize_is_one_rounding_of_exact_product() -> None:
                 op="DEQUANTIZE",
             )
             y = quantize(x, p)
-            want = [float(to_float(Fraction(int(v) - zp) * f32(s))) for v in x]
+            want = [float(to_float32(Fraction(int(v) - zp) * f32(s))) for v in x]
             assert y.dtype == np.float32 and y.tolist() == want
 
 

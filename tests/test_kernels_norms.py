@@ -448,64 +448,7 @@ def test_errors_name_the_fault() -> None:
     gi = TensorInfo("gam", "int8", (n,), data=np.ones(n, np.int8))
     with pytest.raises(UnsupportedError, match=r"gam.*needs a scale"):
         Program(norm_graph("RMS_NORM", n, gamma=gi, beta=None))
-    with pytest.raises(QuantSpecError, match="output scale"):
-        norms.prepare_norm(
-            "rms",
-            n=n,
-            input_scale=0.1,
-            input_zero_point=0,
-            input_dtype="int8",
-            gamma=[1] * n,
-            beta=None,
-            epsilon=0,
-            output_scale=0.0,
-            output_zero_point=0,
-            output_dtype="int8",
-        )
-    with pytest.raises(QuantSpecError, match="epsilon"):
-        norms.prepare_norm(
-            "rms",
-            n=n,
-            input_scale=0.1,
-            input_zero_point=0,
-            input_dtype="int8",
-            gamma=[1] * n,
-            beta=None,
-            epsilon=-1,
-            output_scale=1.0,
-            output_zero_point=0,
-            output_dtype="int8",
-        )
-    with pytest.raises(UnsupportedError, match="int32"):
-        norms.prepare_norm(
-            "rms",
-            n=n,
-            input_scale=0.1,
-            input_zero_point=0,
-            input_dtype="int32",
-            gamma=[1] * n,
-            beta=None,
-            epsilon=0,
-            output_scale=1.0,
-            output_zero_point=0,
-            output_dtype="int8",
-        )
-    with pytest.raises(QuantSpecError, match="too large"):
-        norms.prepare_norm(
-            "rms",
-            n=n,
-            input_scale=0.1,
-            input_zero_point=0,
-            input_dtype="int8",
-            gamma=[1e30] * n,
-            beta=None,
-            epsilon=0,
-            output_scale=1e-30,
-            output_zero_point=0,
-            output_dtype="int8",
-        )
-    p = norms.prepare_norm(
-        "rms",
+    rms = dict(
         n=n,
         input_scale=0.1,
         input_zero_point=0,
@@ -517,6 +460,15 @@ def test_errors_name_the_fault() -> None:
         output_zero_point=0,
         output_dtype="int8",
     )
+    with pytest.raises(QuantSpecError, match="output scale"):
+        norms.prepare_norm("rms", **{**rms, "output_scale": 0.0})
+    with pytest.raises(QuantSpecError, match="epsilon"):
+        norms.prepare_norm("rms", **{**rms, "epsilon": -1})
+    with pytest.raises(UnsupportedError, match="int32"):
+        norms.prepare_norm("rms", **{**rms, "input_dtype": "int32"})
+    with pytest.raises(QuantSpecError, match="too large"):
+        norms.prepare_norm("rms", **{**rms, "gamma": [1e30] * n, "output_scale": 1e-30})
+    p = norms.prepare_norm("rms", **rms)
     with pytest.raises(ShapeError, match="last axis must have 4"):
         norms.rms_norm(np.zeros((2, 5), np.int8), p)
     with pytest.raises(ShapeError, match="must be int8"):

@@ -371,16 +371,7 @@ def test_softmax_s16_sum_overflow_raises() -> None:
         sm.softmax_s16(np.zeros((1, 70000), np.int16), p)
 
 
-# --- fixed-point log and LOG_SOFTMAX -------------------------------------------------------------
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(1 << 19, (1 << 31) - 1), min_size=1, max_size=20))
-def test_log_x_ge_1_is_close_to_ln(values) -> None:
-    z = np.array(values, dtype=np.int64)
-    got = sm.log_x_ge_1_q5(z).astype(np.float64) / 2.0**26
-    expected = np.log(z / 2.0**19)
-    assert np.abs(got - expected).max() <= 2.0**-20
+# --- LOG_SOFTMAX (its fixed-point log is tested in tests/test_fixedpoint.py) -------------------
 
 
 @settings(max_examples=200, deadline=None)

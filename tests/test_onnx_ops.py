@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from refq.onnx import minifloat
+from refq import floatfmt
 from refq.onnx.backend import RefqBackend
-from refq.onnx.tensor import BY_NAME, ELEM_TYPES, onnx_numpy_dtype
+from refq.onnx.tensor import BY_NAME, ELEM_TYPES, onnx_numpy_dtype, type_name
 from tests import onnx_exact as ex
 
 N = 200  # examples per property
@@ -283,7 +283,7 @@ def encode_oracle(code: int, v: float, saturate: bool) -> int:
 def test_minifloat_decode_table(code):
     e_bits, m_bits, *_ = LAYOUTS[code]
     codes = np.arange(1 << (1 + e_bits + m_bits), dtype=np.uint8)
-    got = minifloat.decode(codes, code)
+    got = floatfmt.decode(codes, type_name(code))
     want = np.array([layout_value(code, int(c)) for c in codes], np.float32)
     assert np.array_equal(got, want, equal_nan=True)
     assert np.array_equal(np.signbit(got[~np.isnan(got)]), np.signbit(want[~np.isnan(want)]))
@@ -300,7 +300,7 @@ def test_minifloat_decode_table(code):
 )
 def test_minifloat_encode(code, saturate, values):
     x = np.array(values, np.float32)
-    got = minifloat.encode(x, code, saturate=saturate)
+    got = floatfmt.encode(x, type_name(code), saturate=saturate)
     for v, g in zip(x.tolist(), got.tolist(), strict=True):
         assert g == encode_oracle(code, v, saturate), (v, g)
 
@@ -315,19 +315,21 @@ def test_minifloat_encode(code, saturate, values):
     ],
 )
 def test_local_minifloats_agree_with_ml_dtypes(code, mldt, checked):
-    """The formats refq.onnx.minifloat adds agree with ml_dtypes (onnx.reference's casts)."""
+    """The ONNX-only formats of refq.floatfmt agree with ml_dtypes (onnx.reference's casts)."""
     rng = np.random.default_rng(code)
     x = np.concatenate(
         [
             rng.standard_normal(20000).astype(np.float32)
             * np.float32(2.0) ** rng.integers(-20, 18, 20000),
-            minifloat.decode(np.arange(256 if code < 21 else 64, dtype=np.uint8), code),
+            floatfmt.decode(np.arange(256 if code < 21 else 64, dtype=np.uint8), type_name(code)),
         ]
     ).astype(np.float32)
     x = x[np.isfinite(x)]
     want = x.astype(mldt).view(np.uint8)
     sat = code in (TensorProto.FLOAT6E2M3, TensorProto.FLOAT6E3M2)
-    got = minifloat.encode(x, code, saturate=sat)  # ml_dtypes does not saturate float8 fnuz
+    got = floatfmt.encode(
+        x, type_name(code), saturate=sat
+    )  # ml_dtypes does not saturate float8 fnuz
     assert np.array_equal(got, want)
     checked(f"minifloat {mldt.__name__} encode vs ml_dtypes", x.size)
 

@@ -22,7 +22,7 @@ from refq.errors import InvalidDataError, QuantSpecError, RefqError, Unsupported
 from refq.graph import Graph, Node, Program, TensorInfo
 from refq.kernels.activations import SIGMOID_TABLE_Q16, rsqrt_multiplier
 from refq.tflite.writer import write_tflite
-from tests.conftest import require_module
+from tests.peers import run_litert, run_tflm
 
 RANGES = {"int8": (-128, 127), "int16": (-32768, 32767)}
 
@@ -30,36 +30,6 @@ RANGES = {"int8": (-128, 127), "int16": (-32768, 32767)}
 # ---------------------------------------------------------------------------------------------
 # Running the peers
 # ---------------------------------------------------------------------------------------------
-
-
-def _c_array(x: np.ndarray) -> np.ndarray:
-    # np.ascontiguousarray would turn a 0-d input into 1-d.
-    return np.require(x, requirements="C")
-
-
-def run_tflm(model: bytes, inputs: Sequence[np.ndarray], n_outputs: int = 1) -> list[np.ndarray]:
-    """The tflite-micro interpreter with an arena sized for the inputs (tests/peers.py sizes it
-    from the model alone, too small for inputs of a few kB)."""
-    runtime = require_module("tflite_micro.python.tflite_micro.runtime")
-    arena = 4 * (len(model) + sum(int(np.asarray(x).nbytes) for x in inputs)) + (64 << 10)
-    interp = runtime.Interpreter.from_bytes(model, arena_size=arena)
-    for i, x in enumerate(inputs):
-        interp.set_input(_c_array(x), i)
-    interp.invoke()
-    return [np.array(interp.get_output(i)) for i in range(n_outputs)]
-
-
-def run_litert(model: bytes, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """LiteRT with its reference-kernel op resolver (BUILTIN_REF)."""
-    lite = require_module("ai_edge_litert.interpreter")
-    interp = lite.Interpreter(
-        model_content=model, experimental_op_resolver_type=lite.OpResolverType.BUILTIN_REF
-    )
-    interp.allocate_tensors()
-    for detail, x in zip(interp.get_input_details(), inputs, strict=True):
-        interp.set_tensor(detail["index"], _c_array(x))
-    interp.invoke()
-    return [np.array(interp.get_tensor(d["index"])) for d in interp.get_output_details()]
 
 
 PEERS: dict[str, tuple[str, Callable[[bytes, Sequence[np.ndarray]], list[np.ndarray]]]] = {

@@ -21,6 +21,7 @@ from refq.graph import Graph, Node, Program, TensorInfo
 from refq.kernels import softmax as sm
 from refq.tflite.writer import write_tflite
 from tests.conftest import require_module
+from tests.peers import run_litert, run_tflm
 
 OUT_Q = {
     ("int8", "int8"): (1 / 256, -128),
@@ -43,12 +44,7 @@ def _graph(op: str, shape, dt_in: str, dt_out: str, s_in: float, zp_in: int, att
 
 
 def _tflm(graph: Graph, x: np.ndarray) -> np.ndarray:
-    runtime = require_module(RUNTIME)
-    arena = max(1 << 16, 8 * x.nbytes + (1 << 14))
-    interp = runtime.Interpreter.from_bytes(write_tflite(graph), arena_size=arena)
-    interp.set_input(np.ascontiguousarray(x), 0)
-    interp.invoke()
-    return np.array(interp.get_output(0))
+    return run_tflm(write_tflite(graph), [x])[0]
 
 
 def _s8_sum(x: np.ndarray, params: sm.SoftmaxS8Params) -> np.ndarray:
@@ -139,11 +135,10 @@ def test_tflm_log_softmax_int8_bit_exact(checked) -> None:
 
 
 def test_litert_reference_softmax_and_log_softmax(checked) -> None:
-    """LiteRT 2.3's reference kernels: int8 SOFTMAX / LOG_SOFTMAX under litert-ref (and tflm), int16
-    SOFTMAX under tflm with the double-precision tables (int16_tables='litert')."""
+    """LiteRT 2.3's reference kernels: int8 SOFTMAX / LOG_SOFTMAX and int16 SOFTMAX with the
+    double-precision tables (int16_tables='litert') under litert-ref and tflm alike (both
+    round twice)."""
     require_module("ai_edge_litert.interpreter")
-    from tests.peers import run_litert
-
     rng = np.random.default_rng(35)
     cases = elements = 0
     for i in range(150):
@@ -154,7 +149,7 @@ def test_litert_reference_softmax_and_log_softmax(checked) -> None:
             s_in = float(2.0 ** rng.uniform(-16, -4))
             graph = _graph("SOFTMAX", (rows, n), "int16", "int16", s_in, 0, attrs)
             x = rng.integers(-32768, 32768, (rows, n)).astype(np.int16)
-            profiles = ("tflm",)
+            profiles = ("tflm", "litert-ref")
         else:
             op = "SOFTMAX" if kind == 0 else "LOG_SOFTMAX"
             attrs = {"beta": _beta(rng)} if kind == 0 else {}

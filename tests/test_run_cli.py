@@ -14,6 +14,7 @@ import pytest
 
 from refq.cli import main
 from tests.conftest import require_module
+from tests.peers import run_tflm
 from tests.tflite_models import available_kinds, bmm_graph, chain_graph, fc_graph, random_inputs
 
 
@@ -23,12 +24,7 @@ def _needs_schema():
 
 
 def tflm(model: bytes, inputs, n_outputs: int) -> list[np.ndarray]:
-    rt = require_module("tflite_micro.python.tflite_micro.runtime")
-    interp = rt.Interpreter.from_bytes(model, arena_size=1 << 21)
-    for i, x in enumerate(inputs):
-        interp.set_input(np.ascontiguousarray(x), i)
-    interp.invoke()
-    return [np.array(interp.get_output(i)) for i in range(n_outputs)]
+    return run_tflm(model, inputs, n_outputs, arena_size=1 << 21)
 
 
 def _need(kind: str) -> None:

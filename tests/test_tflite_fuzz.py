@@ -48,12 +48,13 @@ def time_limit(seconds: float):
 
 
 def _fc_int4_gap(graph) -> str | None:
-    """The tflite-micro wheel refuses INT4 FULLY_CONNECTED weights, which TFLite's kernels (and
-    LiteRT, checked in tests/test_peer_litert.py) run; refq follows LiteRT. This predicate
-    matches exactly those files so that any other disagreement still fails."""
+    """The tflite-micro wheel refuses per-channel INT4 FULLY_CONNECTED weights (it runs them per
+    tensor), which LiteRT runs (checked in tests/test_peer_litert.py); refq follows LiteRT.
+    This predicate matches exactly those files so that any other disagreement still fails."""
     for node in graph.nodes:
-        if node.op == "FULLY_CONNECTED" and graph.tensors[node.inputs[1]].dtype == "int4":
-            return "INT4 FULLY_CONNECTED weights (the TFLM wheel refuses them, LiteRT runs them)"
+        w = graph.tensors[node.inputs[1]] if node.op == "FULLY_CONNECTED" else None
+        if w is not None and w.dtype == "int4" and w.per_channel:
+            return "per-channel INT4 FULLY_CONNECTED weights (TFLM refuses, LiteRT runs them)"
     return None
 
 

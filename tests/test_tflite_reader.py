@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from refq.errors import ModelFormatError, RefqError, ShapeError, UnsupportedError
 from refq.graph import Graph
 from tests.conftest import require_module
+from tests.peers import run_litert, run_tflm
 from tests.tflite_models import KINDS, available_kinds, fc_graph, random_inputs
 
 SCHEMA = "tflite_micro.tensorflow.lite.micro.python.schema_py_generated"
@@ -64,12 +65,7 @@ def edit(data: bytes, fn) -> bytes:
 
 def tflm(model: bytes, inputs, n_outputs: int) -> list[np.ndarray]:
     """TFLite Micro in process (valid models only), with an arena big enough for any test graph."""
-    rt = require_module("tflite_micro.python.tflite_micro.runtime")
-    interp = rt.Interpreter.from_bytes(model, arena_size=max(1 << 21, 16 * len(model)))
-    for i, x in enumerate(inputs):
-        interp.set_input(np.ascontiguousarray(x), i)
-    interp.invoke()
-    return [np.array(interp.get_output(i)) for i in range(n_outputs)]
+    return run_tflm(model, inputs, n_outputs, arena_size=max(1 << 21, 16 * len(model)))
 
 
 def fc_model(seed: int = 0, **kw) -> tuple[Graph, bytes]:
@@ -162,9 +158,9 @@ def test_run_tflite_matches_tflm(kind, checked):
     elements = 0
     for _ in range(CONFIGS_PER_KIND):
         g = KINDS[kind][0](rng)
-        if any(t.dtype == "int4" for t in g.tensors.values()):
-            g = KINDS[kind][0](rng)  # TFLM's FULLY_CONNECTED refuses INT4 weights; redraw once
-            if any(t.dtype == "int4" for t in g.tensors.values()):
+        if any(t.dtype == "int4" and t.per_channel for t in g.tensors.values()):
+            g = KINDS[kind][0](rng)  # TFLM refuses per-channel INT4 weights; redraw once
+            if any(t.dtype == "int4" and t.per_channel for t in g.tensors.values()):
                 continue
         data = write(g)
         prog = prepare_tflite(data, "tflm")
@@ -181,10 +177,10 @@ def test_run_tflite_matches_tflm(kind, checked):
 
 @pytest.mark.peer("ai-edge-litert")
 def test_int4_models_match_litert(checked):
-    """INT4 weights end to end: the tflite-micro wheel refuses them, LiteRT's reference kernels
-    run them; refq under ``litert-ref`` on the same bytes equals LiteRT."""
+    """INT4 weights end to end (per channel, which the tflite-micro wheel refuses, and per
+    tensor): LiteRT's reference kernels run them; refq under ``litert-ref`` on the same bytes
+    equals LiteRT."""
     from refq.tflite.run import run_tflite
-    from tests.peers import run_litert
 
     if "fc" not in available_kinds():
         pytest.skip("FULLY_CONNECTED kernel not registered")
@@ -268,7 +264,6 @@ def test_offset_buffers_run_like_litert():
     """LiteRT honours Buffer.offset / size; refq's result on those bytes equals LiteRT's and TFLM's
     on the inline bytes (the tflite-micro wheel ignores offset buffers: it reads empty data)."""
     from refq.tflite.run import run_tflite
-    from tests.peers import run_litert
 
     if "fc" not in available_kinds():
         pytest.skip("FULLY_CONNECTED kernel not registered")
@@ -470,6 +465,27 @@ def test_per_channel_zero_points_must_be_zero():
     zps[-1] = 5
     with pytest.raises(ModelFormatError, match=rf"'fc_w'.*zero point 5 at channel {n - 1}"):
         read(edit(data, _tensor_edit("fc_w", q_zeroPoint=zps)))
+
+
+@pytest.mark.peer("tflite-micro")
+def test_tflm_per_channel_fc_ignores_weight_zero_points(checked):
+    """The measurement behind the rule above: the same per-channel FULLY_CONNECTED with nonzero
+    weight zero points gives exactly the output it gives with zero points 0 (with one output
+    channel, i.e. one scale, TFLM takes the per-tensor path, which honours the zero point)."""
+    rng = np.random.default_rng(8)
+    cases = 0
+    for seed in range(20):
+        _, data = fc_model(20 + seed, per_channel=True)
+        n = read(data).tensors["fc_w"].shape[0]
+        if n < 2 or cases == 10:
+            continue
+        zps = [int(z) * int(rng.choice([-1, 1])) for z in rng.integers(1, 21, n)]
+        x = random_inputs(read(data), rng)
+        shifted = edit(data, _tensor_edit("fc_w", q_zeroPoint=zps))
+        assert np.array_equal(tflm(shifted, x, 1)[0], tflm(data, x, 1)[0]), zps
+        cases += 1
+    assert cases == 10
+    checked("TFLM per-channel FULLY_CONNECTED ignores weight zero points", cases)
 
 
 def test_per_channel_count_must_match_dimension():

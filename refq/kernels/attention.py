@@ -43,6 +43,7 @@ from numpy.typing import NDArray
 from refq import fixedpoint as fp
 from refq.errors import QuantSpecError, ShapeError, UnsupportedError
 from refq.intmatmul import int_matmul
+from refq.kernels import fastpath
 from refq.kernels.registry import register
 from refq.kernels.softmax import (
     SoftmaxS8Params,
@@ -214,9 +215,11 @@ def attention(
     k_cache: np.ndarray,
     v_cache: np.ndarray,
     p: AttentionParams,
+    fast: bool = True,
 ) -> NDArray[np.int8]:
     """Run ATTENTION (module docstring); writes the new keys / values into the caches in place
-    and returns ``[T, Hq * D]`` int8."""
+    and returns ``[T, Hq * D]`` int8. ``fast``: the compiled loops of
+    :func:`refq.kernels.fastpath.attention` (same arithmetic); ``False``: the NumPy steps below."""
     hq, hkv, d, g = p.num_heads, p.num_kv_heads, p.head_dim, p.group
     q3 = _heads(q, hq, d, f"ATTENTION {p.name!r} q")
     k3 = _heads(k, hkv, d, f"ATTENTION {p.name!r} k")
@@ -239,6 +242,10 @@ def attention(
             f"ATTENTION {p.name!r}: position {pos} + {t} tokens exceeds the cache length "
             f"max_seq={p.max_seq}"
         )
+    if fast:  # decode / prefill speed; None where the NumPy steps raise (they then do)
+        out = fastpath.attention(q3, k3, v3, pos, k_cache, v_cache, p)
+        if out is not None:
+            return out
     k_cache[:, pos:end, :] = p.k_store.apply(k3, p.rounding).transpose(1, 0, 2)
     v_cache[:, pos:end, :] = p.v_store.apply(v3, p.rounding).transpose(1, 0, 2)
 

@@ -32,10 +32,10 @@ Peer facts (tests/test_peer_tflm_elementwise.py measures them):
   C++ source as of 2025 computes SUB's ``s_i / tm`` and ``tm / (2^L s_out)`` in float32
   (``tflm-f32`` follows the source there; unverified, no peer builds it).
 * LiteRT 2.3's reference ADD / SUB / MUL / SQUARED_DIFFERENCE round twice (gemmlowp), although
-  its FULLY_CONNECTED rounds once: under ``litert-ref`` these kernels use double rounding
-  (``Profile.rounding``). LiteRT takes a different power-of-two path for int16 ADD / SUB
-  when all three scales are powers of two (``pot_scale_int16``, on by default in the options):
-  refused under ``litert-ref``.
+  its FULLY_CONNECTED rounds a float64 product once: under ``litert-ref`` these kernels use
+  double rounding (``Profile.rounding``). LiteRT takes a different power-of-two path for int16
+  ADD / SUB when all three scales are powers of two (``pot_scale_int16``, on by default in the
+  options): refused under ``litert-ref``.
 """
 
 from __future__ import annotations
@@ -346,7 +346,8 @@ def binary(x1: np.ndarray, x2: np.ndarray, p: BinaryParams, fast: bool = True) -
     what = p.op
     a = check_codes(x1, p.dtype, "input1", what)
     b = check_codes(x2, p.dtype, "input2", what)
-    broadcast_shape(a.shape, b.shape, what)
+    if a.shape != b.shape:
+        broadcast_shape(a.shape, b.shape, what)
     if fast and p.dtype == "int8" and p.pair_table is not None:
         return fastpath.pair_lookup(p.pair_table, a, b)
     if fast and p.dtype == "int16" and p.op in ("ADD", "SUB") and a.shape == b.shape:

@@ -13,9 +13,10 @@ int16 x int8 with int64 bias and accumulator), CMSIS-NN ``arm_fully_connected_s8
 
 Real multipliers, by profile (``s_w`` per tensor or per output channel ``n``):
 
-* ``tflm`` / ``cmsis-nn*`` / ``litert-ref``: ``double(s_in) * double(s_w) / double(s_out)``, then
-  QuantizeMultiplier; this is what the tflite-micro wheel (0.dev20261023) and LiteRT 2.3 do
-  (tests/test_peer_tflm_linear.py measures it on random configs);
+* ``tflm`` / ``cmsis-nn*`` / ``litert-ref``: ``real = double(s_in) * double(s_w) / double(s_out)``,
+  then QuantizeMultiplier (``litert-ref`` uses ``real`` itself, below); this is what the
+  tflite-micro wheel (0.dev20261023) and LiteRT 2.3 do (tests/test_peer_tflm_linear.py and
+  tests/test_peer_litert.py measure it on random configs);
 * ``tflm-f32`` (``fc_product_float32``): per tensor, ``double(float32(s_in * s_w)) /
   double(s_out)`` as TFLite's ``GetQuantizedConvolutionMultipler`` source reads; per channel
   as ``tflm``;
@@ -318,6 +319,22 @@ def _gemv_i32(x2, w, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _gemv_i8(x2, w, out):  # pragma: no cover - compiled
+    # int8 x int8 (LLM decode): every product fits int16 (|x w| <= 2^14), which LLVM multiplies
+    # 16 lanes at a time (about 2x _gemv_i32 on AVX2); the int32 sums are exact as for _gemv_i32.
+    rows, k = x2.shape
+    n = w.shape[0]
+    for r in range(rows):
+        xr = x2[r].astype(np.int16)
+        for i in range(n):
+            wr = w[i]
+            s = np.int32(0)
+            for j in range(k):
+                s += np.int32(np.int16(wr[j]) * xr[j])
+            out[r, i] = s
+
+
+@numba.njit(cache=True, nogil=True)
 def _gemv_i64(x2, w, out):  # pragma: no cover - compiled
     rows, k = x2.shape
     n = w.shape[0]
@@ -337,9 +354,13 @@ def _products(x2: np.ndarray, p: FullyConnectedParams) -> tuple[np.ndarray, np.n
     if x2.shape[0] <= GEMV_MAX_ROWS:
         out = np.empty((x2.shape[0], p.n), np.int64 if p.gemv_int64 else np.int32)
         if out.size and p.k:
-            (_gemv_i64 if p.gemv_int64 else _gemv_i32)(
-                np.ascontiguousarray(x2), p.weights_centered, out
-            )
+            if p.gemv_int64:
+                gemv = _gemv_i64
+            elif x2.dtype == np.int8 and p.weights_centered.dtype == np.int8:
+                gemv = _gemv_i8
+            else:
+                gemv = _gemv_i32
+            gemv(np.ascontiguousarray(x2), p.weights_centered, out)
         elif out.size:
             out[...] = 0
         return out, p.kernel_sums

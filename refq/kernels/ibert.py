@@ -32,8 +32,12 @@ softmax: ``q~ = q - max(q)``; ``e = i-exp(q~)``; per row ``f = floor(2^32 / sum 
     the sum; the released code's intermediate 16-bit float requantization of ``e`` is not
     integer-only and is left out.)
 
-``i-sqrt`` (Algorithm 4): ``floor(sqrt(n))`` by Newton's iteration
-    ``x <- floor((x + floor(n / x)) / 2)`` from ``2^ceil(bits(n) / 2)`` until it stops decreasing.
+``i-sqrt`` (Algorithm 4): Newton's iteration ``x <- floor((x + floor(n / x)) / 2)`` from
+    ``2^ceil(bits(n) / 2)`` until it stops decreasing. Started above the root, it ends at
+    ``floor(sqrt(n))`` exactly, so the LayerNorm of the ``ibert`` profile
+    (:mod:`refq.kernels.norms`) takes that value from :func:`refq.fixedpoint.isqrt`
+    (tests/test_kernels_ibert_ivit.py checks the algorithm, :func:`refq.oracle.norms.ibert_isqrt`,
+    against it).
 """
 
 from __future__ import annotations
@@ -201,7 +205,9 @@ def ibert_softmax(q: np.ndarray, c: IExpConstants, out_bits: int = 8) -> NDArray
     return (e * factor) >> (32 - out_bits)
 
 
-def _pow2_exponent(scale: float, what: str) -> int:
+def pow2_exponent(scale: float, what: str) -> int:
+    """``k`` of an output scale ``2^-k`` (``k >= 1``; the integer softmaxes' outputs), or
+    :class:`QuantSpecError` naming ``what``."""
     m, e = math.frexp(float(scale))
     if m != 0.5 or e > 0:
         raise QuantSpecError(f"{what}: output scale must be 2^-k (k >= 1), got {scale!r}")
@@ -210,7 +216,7 @@ def _pow2_exponent(scale: float, what: str) -> int:
 
 def prepare_ibert_softmax(t_in: Any, t_out: Any, beta: float, *, name: str) -> IBertSoftmaxParams:
     """SOFTMAX under the ``ibert`` profile: input scale ``s_in * beta``, output scale ``2^-k``."""
-    k = _pow2_exponent(t_out.scalar_scale(), f"SOFTMAX {name!r} (ibert)")
+    k = pow2_exponent(t_out.scalar_scale(), f"SOFTMAX {name!r} (ibert)")
     c = i_exp_constants(Fraction(t_in.scalar_scale()) * Fraction(beta))
     return IBertSoftmaxParams(c, k, t_out.scalar_zero_point(), t_out.dtype, name)
 
@@ -224,33 +230,6 @@ def ibert_softmax_q(x: np.ndarray, p: IBertSoftmaxParams) -> np.ndarray:
     y = ibert_softmax(x.astype(np.int64), p.exp, p.out_bits) + p.output_zero_point
     dt = QDType.parse(p.output_dtype)
     return np.clip(y, dt.qmin, dt.qmax).astype(dt.storage)
-
-
-# --- i-sqrt --------------------------------------------------------------------------------------
-
-
-def i_sqrt(n: np.ndarray | int) -> NDArray[np.int64] | int:
-    """Algorithm 4: Newton from ``2^ceil(bits(n)/2)`` until no decrease; equals ``floor(sqrt n)``.
-
-    Vectorized over int64 arrays (every lane iterates until its own stop); Python ints in, int out.
-    """
-    scalar = isinstance(n, int | np.integer) and not isinstance(n, bool)
-    arr = np.atleast_1d(np.asarray(n, dtype=np.int64))
-    if (arr < 0).any():
-        raise InvalidDataError("i-sqrt: inputs must be >= 0")
-    bits = np.frexp(arr.astype(np.float64))[1].astype(np.int64)
-    # float64 bit lengths can be one too high just below a power of two above 2^53: fix exactly.
-    too_high = (bits > 0) & (bits < 64) & ((np.int64(1) << np.clip(bits - 1, 0, 62)) > arr)
-    bits = np.where(too_high, bits - 1, bits)
-    x = np.where(arr == 0, 0, np.int64(1) << ((bits + 1) // 2))
-    done = arr == 0
-    while not done.all():
-        safe = np.where(done, 1, x)
-        nxt = (safe + arr // safe) // 2
-        stop = ~done & (nxt >= x)
-        done = done | stop
-        x = np.where(done, x, nxt)
-    return int(x[0]) if scalar else x.reshape(np.shape(n))
 
 
 __all__ = [
@@ -272,8 +251,8 @@ __all__ = [
     "i_gelu_constants",
     "i_poly",
     "i_poly_constants",
-    "i_sqrt",
     "ibert_softmax",
     "ibert_softmax_q",
+    "pow2_exponent",
     "prepare_ibert_softmax",
 ]

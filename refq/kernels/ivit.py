@@ -31,8 +31,10 @@ keeping the exponents non-positive: ``S_s = 1.702 S``;
 
 I-LayerNorm's square root: exactly 10 Newton steps ``k <- floor((k + floor(v / k)) / 2)`` from
 ``k = 2^16`` (:func:`ivit_sqrt`). Measured against ``floor(sqrt(v))``: wrong for 51,100 of the
-``v < 183,184`` (the iteration has not come down from 2^16: ``v = 100`` gives 64, not 10) and
-from ``v ~ 2^44`` on (every ``v >= 2^46``: not yet converged from below); exact in between.
+``v < 183,184`` (by more than one up to ``v = 34,595``: the iteration has not come down from
+2^16, ``v = 100`` gives 64, not 10) and from ``v ~ 2^44`` on (every ``v >= 2^46``: not
+converged from below); in between it is the root or, at many ``v = r^2 - 1``, one more (the
+floor iteration stopping on ``r`` instead of ``r - 1``).
 Profile ``ivit-exact`` replaces it by ``floor(sqrt(v))`` (:func:`integer_sqrt` dispatches on
 ``Profile.sqrt``).
 """
@@ -49,6 +51,7 @@ from numpy.typing import NDArray
 
 from refq import fixedpoint as fp
 from refq.errors import ExactnessError, InvalidDataError, QuantSpecError, ShapeError
+from refq.kernels.ibert import pow2_exponent
 from refq.profiles import Rounding, Sqrt
 from refq.spec import QDType
 
@@ -132,17 +135,10 @@ class ShiftmaxParams:
     name: str = "softmax"
 
 
-def _pow2_exponent(scale: float, what: str) -> int:
-    m, e = math.frexp(float(scale))
-    if m != 0.5 or e > 0:
-        raise QuantSpecError(f"{what}: output scale must be 2^-k (k >= 1), got {scale!r}")
-    return 1 - e
-
-
 def prepare_shiftmax(t_in: Any, t_out: Any, beta: float, *, name: str) -> ShiftmaxParams:
     """SOFTMAX under ``ivit``: input scale ``s_in * beta``; output scale ``2^-k`` means
     ``out_bits = k + 1``."""
-    k = _pow2_exponent(t_out.scalar_scale(), f"SOFTMAX {name!r} (ivit)")
+    k = pow2_exponent(t_out.scalar_scale(), f"SOFTMAX {name!r} (ivit)")
     x0 = exp_unit(Fraction(t_in.scalar_scale()) * Fraction(beta))
     return ShiftmaxParams(x0, SHIFTMAX_N, k + 1, t_out.scalar_zero_point(), t_out.dtype, name)
 

@@ -61,6 +61,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from refq.errors import InvalidDataError, QuantSpecError, ShapeError, UnsupportedError
+from refq.kernels import fastpath
 from refq.kernels.ivit import integer_sqrt
 from refq.profiles import Profile, Sqrt
 
@@ -276,14 +277,18 @@ def row_std(var: NDArray[np.int64], sqrt: Sqrt) -> NDArray[np.int64]:
     return np.asarray(integer_sqrt(var, sqrt), dtype=np.int64).reshape(var.shape)
 
 
-def integer_norm(x: np.ndarray, p: NormParams) -> np.ndarray:
-    """LayerNorm / RMSNorm over the last axis of ``x`` with the constants ``p`` (see module)."""
+def integer_norm(x: np.ndarray, p: NormParams, fast: bool = True) -> np.ndarray:
+    """LayerNorm / RMSNorm over the last axis of ``x`` with the constants ``p`` (see module).
+    ``fast``: the compiled loop of :func:`refq.kernels.fastpath.integer_norm` (same arithmetic);
+    ``False``: the NumPy steps below."""
     arr = np.asarray(x)
     expected = np.dtype(p.input_dtype)
     if arr.dtype != expected:
         raise ShapeError(f"{p.kind} norm: input must be {p.input_dtype}, got {arr.dtype}")
     if arr.ndim == 0 or arr.shape[-1] != p.n:
         raise ShapeError(f"{p.kind} norm: last axis must have {p.n} elements, got {arr.shape}")
+    if fast:
+        return fastpath.integer_norm(arr, p)
     rows = arr.reshape(-1, p.n).astype(np.int64)
     if p.subtract_mean:
         d = rows - round_half_even_div(rows.sum(axis=1), p.n)[:, None]

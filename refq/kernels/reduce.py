@@ -189,7 +189,7 @@ def reduce(x: np.ndarray, p: ReduceParams) -> np.ndarray:
         return np.zeros(out_shape, dtype=p.dtype)
     total = arr.astype(np.int64).sum(axis=p.axes, keepdims=p.keep_dims)
     # The peer sums in int32 and subtracts zp * n in int64 before the int32 cast: both wrap.
-    total = _wrap32(_wrap32(total) - np.int64(p.input_zero_point) * np.int64(p.count))
+    total = fp.wrap(fp.wrap(total) - np.int64(p.input_zero_point) * np.int64(p.count))
     y = mbqm(total, p.multiplier, p.shift, p.rounding) + p.output_zero_point
     return np.clip(y, p.act_min, p.act_max).astype(p.dtype).reshape(out_shape)
 
@@ -197,10 +197,6 @@ def reduce(x: np.ndarray, p: ReduceParams) -> np.ndarray:
 def mean(x: np.ndarray, p: ReduceParams) -> np.ndarray:
     """TFLM MEAN (``p.op == "MEAN"``); see :func:`reduce`."""
     return reduce(x, p)
-
-
-def _wrap32(v: np.ndarray) -> np.ndarray:
-    return ((np.asarray(v, dtype=np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
 # ---------------------------------------------------------------------------------------------

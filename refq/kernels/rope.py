@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 
 from refq import fixedpoint as fp
 from refq.errors import QuantSpecError, ShapeError, UnsupportedError
+from refq.kernels import fastpath
 from refq.kernels.registry import register
 from refq.profiles import Profile, Rounding
 from refq.spec import QDType
@@ -212,9 +213,10 @@ def rope_accumulate(v: np.ndarray, positions: np.ndarray, p: RopeParams) -> NDAr
     return acc
 
 
-def rope(x: np.ndarray, position: int, p: RopeParams) -> np.ndarray:
+def rope(x: np.ndarray, position: int, p: RopeParams, fast: bool = True) -> np.ndarray:
     """ROPE of int8 codes ``x`` of shape ``[T, H * D]`` or ``[T, H, D]`` for tokens at positions
-    ``position .. position + T - 1``; returns the same shape."""
+    ``position .. position + T - 1``; returns the same shape. ``fast``: the compiled loop of
+    :func:`refq.kernels.fastpath.rope` (same arithmetic); ``False``: the NumPy steps below."""
     x = np.asarray(x)
     if x.dtype != np.int8:
         raise ShapeError(f"ROPE {p.name!r}: input must be int8 codes, got {x.dtype}")
@@ -234,6 +236,8 @@ def rope(x: np.ndarray, position: int, p: RopeParams) -> np.ndarray:
             f"ROPE {p.name!r}: positions {pos}..{pos + t - 1} outside the table "
             f"(max_positions={p.max_positions})"
         )
+    if fast:
+        return fastpath.rope(x, pos, p)
     acc = rope_accumulate(v, np.arange(pos, pos + t), p)
     y = np.asarray(
         fp.multiply_by_quantized_multiplier(acc, p.output_multiplier, p.output_shift, p.rounding),

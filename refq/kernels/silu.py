@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -39,6 +40,7 @@ from numpy.typing import NDArray
 
 from refq import fixedpoint as fp
 from refq.errors import QuantSpecError, ShapeError, UnsupportedError
+from refq.kernels import fastpath
 from refq.kernels.gelu import lut_populate
 from refq.kernels.registry import register
 from refq.kernels.softmax import input_radius
@@ -191,6 +193,14 @@ class SwigluParams:
     rounding: Rounding = "double"
     name: str = "swiglu"
 
+    @cached_property
+    def pair_table(self) -> np.ndarray:
+        """SWIGLU of every (gate, up) int8 code pair, flat ``[256 * (gate + 128) + up + 128]``:
+        :func:`swiglu` itself evaluated once on all 65,536 pairs (the op is elementwise), so
+        reading it is the kernel bit for bit. Built on first use; the graph run reads it."""
+        codes = np.arange(-128, 128, dtype=np.int8)
+        return swiglu(np.repeat(codes, 256), np.tile(codes, 256), self)
+
 
 def prepare_swiglu(
     s_gate: float,
@@ -304,7 +314,12 @@ def run_silu_node(params: SiluParams, inputs: Sequence[np.ndarray | None]) -> li
 
 def run_swiglu_node(params: SwigluParams, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
     gate, up = inputs
-    return [swiglu(gate, up, params)]
+    gate = _check_int8(gate, f"SWIGLU {params.name!r} gate")
+    up = _check_int8(up, f"SWIGLU {params.name!r} up")
+    if gate.shape != up.shape:
+        raise ShapeError(f"SWIGLU {params.name!r}: gate {gate.shape} and up {up.shape} differ")
+    # Speed (LLM prefill / decode): one lookup in the exhaustive table of swiglu() itself.
+    return [fastpath.pair_lookup(params.pair_table, gate, up)]
 
 
 register("SILU", prepare=prepare_silu_node, run=run_silu_node)

@@ -62,19 +62,18 @@ int16 SOFTMAX (int16 in, int16 out with scale 1/32768, zero point 0)
 int8 LOG_SOFTMAX (int8 in; int8 out with scale 16/256, zero point 127)
     Prepare: as SOFTMAX with ``beta = 1``; also
     ``(Mr, sr) = QuantizeMultiplierSmallerThanOneExp(2^(31 - ls) / M)``. Per row: ``S`` as above
-    (steps 1-3 with ``MultiplyByQuantizedMultiplier``); ``L = log_x_for_x_greater_than_or_equal_to_1
-    (S)`` in Q5.26 (TFLite's fixed-point log, :func:`log_x_ge_1_q5`);
+    (steps 1-3 with ``MultiplyByQuantizedMultiplier``); ``L = ln(S)`` in Q5.26 (TFLite's
+    fixed-point log, :func:`refq.fixedpoint.log_x_for_x_greater_than_or_equal_to_1`);
     ``t = max(diff_min - 1, MultiplyByQuantizedMultiplier(L + INT32_MIN, Mr, sr))``; elements with
     ``d > t`` output ``clamp(RoundingDivideByPOT(z - L, 22) + 127)``, the others -128.
     A Q12.19 sum ``S >= 2^31`` (4096 elements at the maximum) overflows int32 in the peer:
     refq raises :class:`ExactnessError`.
 
-Profiles: ``tflm`` / ``cmsis-nn`` use double rounding, ``litert-ref`` / ``cmsis-nn-single``
-single rounding (``MultiplyByQuantizedMultiplier`` and the ``2^30 - 1`` cap). Measured against
-LiteRT 2.3's reference kernels: int8 SOFTMAX and LOG_SOFTMAX match under ``tflm`` and
-``litert-ref`` alike (their multipliers have shift >= 0, where the roundings agree); LiteRT's int16
-SOFTMAX matches profile ``tflm`` with ``int16_tables="litert"`` (double rounding, double tables),
-not ``litert-ref``. Under the ``ibert`` and ``ivit`` profiles the SOFTMAX op runs
+Profiles: ``Profile.rounding`` selects ``MultiplyByQuantizedMultiplier`` and the cap: double
+rounding under ``tflm``, ``cmsis-nn`` and ``litert-ref``, single rounding (and the ``2^30 - 1``
+cap) under ``cmsis-nn-single``. Measured against LiteRT 2.3's reference kernels: int8 SOFTMAX and
+LOG_SOFTMAX, and int16 SOFTMAX with ``int16_tables="litert"`` (double tables), match under
+``litert-ref`` and ``tflm`` alike. Under the ``ibert`` and ``ivit`` profiles the SOFTMAX op runs
 :func:`refq.kernels.ibert.ibert_softmax` / :func:`refq.kernels.ivit.shiftmax` instead (output
 scale ``2^-k``).
 """
@@ -537,8 +536,8 @@ def lut_lookup_int16(v: np.ndarray, table: np.ndarray) -> NDArray[np.int64]:
     t = np.asarray(table, dtype=np.int64)
     i = 256 + (v >> 7)
     base = t[i]
-    slope = fp._wrap(t[i + 1] - base, 16)
-    return fp._wrap(base + ((slope * (v & 127) + 64) >> 7), 16)
+    slope = fp.wrap(t[i + 1] - base, 16)
+    return fp.wrap(base + ((slope * (v & 127) + 64) >> 7), 16)
 
 
 @dataclass(frozen=True)
@@ -630,71 +629,8 @@ def softmax_s16(x: np.ndarray, p: SoftmaxS16Params) -> NDArray[np.int16]:
 
 
 # ---------------------------------------------------------------------------------------------
-# TFLite's fixed-point log and int8 LOG_SOFTMAX
+# int8 LOG_SOFTMAX
 # ---------------------------------------------------------------------------------------------
-
-_LOG_2 = 1488522236  # log(2), Q0.31
-_SQRT_SQRT_HALF = 1805811301  # 2^(-1/4)
-_SQRT_HALF = 1518500250  # 2^(-1/2)
-_ONE_QUARTER = 536870912  # 1/4
-_ALPHA_N = 117049297  # 11/240 * 2^(1/4)
-_ALPHA_D = 127690142  # 1/20 * 2^(1/4)
-_ALPHA_I = 1057819769  # 2 / 2^(1/4) - 2^(1/4)
-_ALPHA_F = 638450708  # 1/4 * 2^(1/4)
-
-
-def _wrap32(x: np.ndarray) -> np.ndarray:
-    return fp._wrap(x, 32)
-
-
-def _mul(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
-    return np.asarray(fp.srdhm(np.asarray(a, np.int64), np.asarray(b, np.int64)), dtype=np.int64)
-
-
-def _pot(x: np.ndarray | int, exponent: np.ndarray | int) -> np.ndarray:
-    return np.asarray(
-        fp.saturating_rounding_multiply_by_pot(np.asarray(x, np.int64), exponent), dtype=np.int64
-    )
-
-
-def log_x_ge_1_q5(z: np.ndarray, input_integer_bits: int = ACCUMULATION_INTEGER_BITS) -> np.ndarray:
-    """TFLite ``log_x_for_x_greater_than_or_equal_to_1<5>(FixedPoint<int32, ib>)``: ``ln(z)`` Q5.26.
-
-    ``z`` (raw int32 > 0, Q(ib)) is read as Q0.31 and its binary exponent found twice: directly
-    (``ha = clz(z)``, mantissa ``r_a = 2 * SRDHM(z << (ha - 1), 2^-1/2)``, exponent estimate
-    ``ib - ha + 1/4``) and after a premultiplication by ``2^-1/2`` (``hb = clz(z * 2^-1/2) - 1``,
-    ``r_b = z << hb`` saturating, estimate ``ib - hb - 1/4``); ``r = min(r_a, r_b)``, the
-    exponent the larger estimate, all in Q6.25 with saturating adds. With ``q = 2(r - 2^-1/4)``,
-    ``p = (r + 2^-1/4) / 2`` (rounding half sum), the log of the mantissa is the rational
-    approximation ``(q r + alpha_n q^3) / (1 + p (alpha_i + q + alpha_d q^2) + alpha_f q)``
-    (``1/(1+x)`` by gemmlowp's Newton reciprocal); result ``Rescale<5>(e * ln2 + that)``.
-    Products are SRDHM, sums wrap in int32 like the peer's ``FixedPoint`` operators.
-    """
-    z = np.asarray(z, dtype=np.int64)
-    ib = int(input_integer_bits)
-    acc_bits = LOG_OUTPUT_INTEGER_BITS + 2  # OutputIntegerBits (5) + 1
-    shifted_quarter = _pot(_ONE_QUARTER, -acc_bits)
-    ha = np.asarray(fp.count_leading_zeros(z), dtype=np.int64)
-    r_a_tmp = _pot(z, ha - 1)
-    r_a = _pot(_mul(r_a_tmp, _SQRT_HALF), 1)
-    z_a_pow2 = np.clip(_pot(ib - ha, 31 - acc_bits) + shifted_quarter, _INT32_MIN, fp.INT32_MAX)
-    z_b = _mul(z, _SQRT_HALF)
-    hb = np.asarray(fp.count_leading_zeros(z_b), dtype=np.int64) - 1
-    r_b = _pot(z, hb)
-    z_b_pow2 = np.clip(_pot(ib - hb, 31 - acc_bits) - shifted_quarter, _INT32_MIN, fp.INT32_MAX)
-    r = np.minimum(r_a, r_b)
-    z_pow2 = np.maximum(z_a_pow2, z_b_pow2)
-    p = np.asarray(fp.rounding_half_sum(r, _SQRT_SQRT_HALF), dtype=np.int64)
-    q = _wrap32(r - _SQRT_SQRT_HALF)
-    q = _wrap32(q + q)
-    common_sq = _mul(q, q)
-    num = _wrap32(_mul(q, r) + _mul(_mul(q, common_sq), _ALPHA_N))
-    inner = _wrap32(_wrap32(_ALPHA_I + q) + _mul(_ALPHA_D, common_sq))
-    denom_minus_one = _wrap32(_mul(p, inner) + _mul(_ALPHA_F, q))
-    recip = np.asarray(fp.one_over_one_plus_x_for_x_in_0_1(denom_minus_one), dtype=np.int64)
-    num_scaled = _pot(num, -acc_bits)
-    total = _wrap32(_mul(z_pow2, _LOG_2) + _mul(num_scaled, recip))
-    return _pot(total, 1)
 
 
 @dataclass(frozen=True)
@@ -752,12 +688,14 @@ def log_softmax_rows_s8(
             f"exponentials {int(s[r])} overflows int32 (more than 4096 elements near the row "
             "maximum); the TFLite reference is undefined there"
         )
-    log_sum = log_x_ge_1_q5(s)
+    log_sum = np.asarray(
+        fp.log_x_for_x_greater_than_or_equal_to_1(s, ACCUMULATION_INTEGER_BITS), dtype=np.int64
+    )
     threshold = np.maximum(
         p.diff_min - 1,
         np.asarray(
             fp.multiply_by_quantized_multiplier(
-                _wrap32(log_sum + _INT32_MIN),
+                fp.wrap(log_sum + _INT32_MIN),
                 p.reverse_scaling_divisor,
                 -p.reverse_scaling_right_shift,
                 p.rounding,
@@ -922,7 +860,6 @@ __all__ = [
     "input_radius",
     "log_softmax_rows_s8",
     "log_softmax_s8",
-    "log_x_ge_1_q5",
     "lut_lookup_int16",
     "prepare_log_softmax_s8",
     "prepare_softmax_s8",

@@ -24,14 +24,14 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from refq.atomicfile import write_atomic
 from refq.errors import IntegrityError, ModelFormatError, ShapeError
 from refq.models.config import ModelConfig, check_weights, config_from_dict
 
@@ -121,25 +121,17 @@ def save(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_HEADER.pack(MAGIC, FORMAT_VERSION, len(text)))
-            f.write(text)
-            pos = 0
-            for name, a in arrays.items():
-                f.write(b"\0" * (entries[name]["offset"] - pos))
-                f.write(_bytes(a))
-                pos = entries[name]["offset"] + a.nbytes
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    def write(f: BinaryIO) -> None:
+        f.write(_HEADER.pack(MAGIC, FORMAT_VERSION, len(text)))
+        f.write(text)
+        pos = 0
+        for name, a in arrays.items():
+            f.write(b"\0" * (entries[name]["offset"] - pos))
+            f.write(_bytes(a))
+            pos = entries[name]["offset"] + a.nbytes
+
+    return write_atomic(path, write, fsync=True)
 
 
 def read_manifest(path: str | os.PathLike) -> tuple[dict[str, Any], int]:

@@ -1,9 +1,9 @@
 """Token generation with a KV cache: greedy (temperature 0) or temperature / top-k sampling.
 
 Works with any ``step(tokens, start_pos) -> logits (T, vocab)`` that keeps its own KV cache
-(the float reference here, the integer engine later), so both generate the same way. When the
-context is full, the last ``max_seq_len // 2`` tokens are re-encoded from position 0 (a fresh
-cache) and decoding continues: deterministic, and the same for every engine.
+(the float reference here, :class:`refq.models.integer.IntegerLM`), so both generate the same
+way. When the context is full, the last ``max_seq_len // 2`` tokens are re-encoded from
+position 0 (a fresh cache) and decoding continues: deterministic, and the same for every engine.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from refq.atomicfile import write_atomic
 from refq.errors import ModelFormatError, ShapeError
 from refq.models import llama
 from refq.models import llama_trainable as lt
@@ -137,16 +137,7 @@ def save_checkpoint(
     arrays = {n: np.ascontiguousarray(w, dtype=np.float32) for n, w in weights.items()}
     arrays["__config__"] = np.frombuffer(json.dumps(cfg.to_dict()).encode(), dtype=np.uint8)
     arrays["__meta__"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[LlamaConfig, dict[str, np.ndarray], dict]:

@@ -6,7 +6,7 @@ peers' bit tricks: ``SRDHM(a, b) = round_half_up(a*b / 2^31)`` with its one satu
 ``QuantizeMultiplier`` from the exact binary expansion of the float (no ``frexp``). Where the
 peer's C overflows a signed type, :func:`wrap` spells out the two's-complement result that
 :mod:`refq.fixedpoint` documents. gemmlowp's ``exp_on_negative_values``, Newton-Raphson
-reciprocals, ``tanh`` / ``logistic`` and TFLite's inverse square root are algorithms; here they
+reciprocals, ``tanh`` / ``logistic``, TFLite's log and inverse square root are algorithms; here they
 are restated step by step on scalars, and the tests bound their error against the real
 functions.
 
@@ -255,6 +255,37 @@ def gemmlowp_logistic(a: int, integer_bits: int, bits: int = 32) -> int:
     return p if a > 0 else wrap(_one(0, bits) - p, bits)
 
 
+def log_x_for_x_greater_than_or_equal_to_1(z: int, input_integer_bits: int) -> int:
+    """TFLite's fixed-point ``ln`` of a Q(ib) value >= 1, Q5.26 out, in a Q6.25 accumulator.
+
+    Exponent: two estimates, ``ib - clz(z) + 1/4`` with mantissa ``2^-1/2 * z * 2^(clz(z)-1)``
+    (rescaled to Q0), and ``ib - hb - 1/4`` with mantissa ``z * 2^hb``, ``hb = clz(z 2^-1/2) - 1``;
+    keep the smaller mantissa and the larger exponent. Mantissa ``r`` near ``2^-1/4``:
+    ``ln r ~ (q r + an q^3) / (1 + p (ai + q + ad q^2) + af q)`` with ``q = 2(r - 2^-1/4)``,
+    ``p = (r + 2^-1/4) / 2``. Result ``e ln 2`` plus that, rescaled from Q6 to Q5.
+    """
+    ib, acc = input_integer_bits, 6
+    root2 = 1518500250  # 2^-1/2
+    root4 = 1805811301  # 2^-1/4
+    pot = saturating_rounding_multiply_by_pot
+    quarter = pot(1 << 29, -acc)
+    ha = count_leading_zeros(z)
+    r_a = pot(srdhm(pot(z, ha - 1), root2), 1)
+    e_a = saturating_add(pot(ib - ha, 31 - acc), quarter)
+    hb = count_leading_zeros(srdhm(z, root2)) - 1
+    r_b = pot(z, hb)
+    e_b = saturating_sub(pot(ib - hb, 31 - acc), quarter)
+    r, e = min(r_a, r_b), max(e_a, e_b)
+    p = rounding_half_sum(r, root4)
+    q = wrap(2 * wrap(r - root4))
+    q2 = srdhm(q, q)
+    num = wrap(srdhm(q, r) + srdhm(srdhm(q, q2), 117049297))
+    inner = wrap(wrap(1057819769 + q) + srdhm(127690142, q2))
+    x = wrap(srdhm(p, inner) + srdhm(638450708, q))
+    total = wrap(srdhm(e, 1488522236) + srdhm(pot(num, -acc), one_over_one_plus_x_for_x_in_0_1(x)))
+    return pot(total, 1)
+
+
 # --- bits, roots -----------------------------------------------------------------------------
 
 
@@ -468,6 +499,14 @@ def self_check(samples: int = 400, seed: int = 0) -> list[SelfCheckRow]:
         fp.gemmlowp_logistic(xa, 4),
         [gemmlowp_logistic(v, 4) for v in x],
     )
+    above_zero = [max(abs(v), 1) for v in x if v != INT32_MIN]
+    for ib in (0, 12, 31):
+        row(
+            "log_x_for_x_greater_than_or_equal_to_1",
+            f"int32 Q{ib} -> Q5.26",
+            fp.log_x_for_x_greater_than_or_equal_to_1(above_zero, ib),
+            [log_x_for_x_greater_than_or_equal_to_1(v, ib) for v in above_zero],
+        )
     positive = [abs(v) for v in x if v != INT32_MIN]
     got = fp.inv_sqrt_quantized_multiplier_exp(positive)
     rows.append(

@@ -1,10 +1,11 @@
 """Exact scalar restatement of the integer LayerNorm / RMSNorm of :mod:`refq.kernels.norms`.
 
 One row at a time with Python ``int`` and :class:`~fractions.Fraction`, from the definitions:
-the mean is ``S/n`` rounded half to even (torch.round), the square root either ``math.isqrt`` or
-I-ViT's ten Newton steps from 2^16, divisions are floors of rationals, and every prepare-time
-constant is characterized by what it *is* (the integer nearest to a real number, the largest
-shift that fits) rather than by how the kernel computes it.
+the mean is ``S/n`` rounded half to even (torch.round), the square root either ``math.isqrt``
+(to which I-BERT's i-sqrt, :func:`ibert_isqrt`, converges) or I-ViT's ten Newton steps from
+2^16, divisions are floors of rationals, and every prepare-time constant is characterized by
+what it *is* (the integer nearest to a real number, the largest shift that fits) rather than by
+how the kernel computes it.
 """
 
 from __future__ import annotations
@@ -13,20 +14,12 @@ import math
 from collections.abc import Sequence
 from fractions import Fraction
 
-HALF = Fraction(1, 2)
+from refq.oracle.fixedpoint import round_half_away, round_half_up
+from refq.oracle.quantize import round_fraction
 
 
 def round_half_even(q: Fraction) -> int:
-    f = math.floor(q)
-    rest = q - f
-    if rest > HALF or (rest == HALF and f % 2 == 1):
-        return f + 1
-    return f
-
-
-def round_half_away(q: Fraction) -> int:
-    m = math.floor(abs(q) + HALF)
-    return m if q >= 0 else -m
+    return round_fraction(q, "half_even")
 
 
 def nearest_to_sqrt_times(sign_value: Fraction, square: Fraction) -> int:
@@ -78,6 +71,19 @@ def affine_constants(
     return k, a, b
 
 
+def ibert_isqrt(n: int) -> int:
+    """I-BERT's i-sqrt (Algorithm 4): ``x <- floor((x + floor(n / x)) / 2)`` from
+    ``2^ceil(bits(n) / 2)`` until it stops decreasing; 0 for ``n = 0``."""
+    if n == 0:
+        return 0
+    x = 1 << -(-n.bit_length() // 2)
+    while True:
+        nxt = (x + n // x) // 2
+        if nxt >= x:
+            return x
+        x = nxt
+
+
 def newton10(var: int) -> int:
     k = 1 << 16
     for _ in range(10):
@@ -122,7 +128,7 @@ def norm_rows(
         y = [math.floor(Fraction(v * factor, 1 << (p - 30))) for v in d]
         out = []
         for c in range(n):
-            q = math.floor(Fraction(y[c] * a[c] + b[c], 1 << k) + HALF) + zero_point_out
+            q = round_half_up(Fraction(y[c] * a[c] + b[c], 1 << k)) + zero_point_out
             out.append(min(hi, max(lo, q)))
         result.append(out)
     return result

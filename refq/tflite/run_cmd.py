@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 
 import numpy as np
 
+from refq.atomicfile import write_atomic
 from refq.errors import InvalidDataError, ShapeError
 from refq.graph import Graph
 
@@ -163,20 +163,10 @@ def save_outputs(paths: list[str], graph: Graph, outputs: list[np.ndarray]) -> N
 
 
 def _atomic(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".refq-", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise InvalidDataError(f"cannot write output {path!r}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
+        write_atomic(os.path.abspath(path), write)
     except OSError as exc:
         raise InvalidDataError(f"cannot write output {path!r}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 if __name__ == "__main__":  # pragma: no cover

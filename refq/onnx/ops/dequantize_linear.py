@@ -32,11 +32,11 @@ from refq.onnx.ops.qparams import (
     check_float8_zero_point,
     check_same_shape,
     check_scale,
+    core_params,
     expand_param,
 )
 from refq.onnx.tensor import OnnxTensor, make, round_to_bfloat16, type_name
 from refq.quantize import dequantize
-from refq.spec import PerAxis, PerBlock, PerTensor, QuantParams, QuantSpec
 
 OP_TYPE = "DequantizeLinear"
 
@@ -121,16 +121,7 @@ def _dequantize_core(
 
     Shapes and scales are already validated; returns the float32 result.
     """
-    scale = x_scale.data.astype(np.float32)
-    if block_size:
-        granularity = PerBlock(axis, block_size)
-    elif scale.size == 1 and scale.ndim <= 1:
-        granularity, scale = PerTensor(), scale.reshape(())
-    else:
-        granularity = PerAxis(axis)
-    zp = None if x_zero_point is None else x_zero_point.data.reshape(scale.shape).astype(np.int32)
-    spec = QuantSpec(x.type_name, symmetric=False, granularity=granularity)
-    params = QuantParams(scale, zp, spec, name="x", allow_negative_scale=True)
+    params = core_params(x_scale.data, x_zero_point, x.type_name, axis, block_size)
     return dequantize(x.data, params, out_dtype=np.float32)
 
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from onnx import TensorProto, numpy_helper
 
+from refq import floatfmt
 from refq.errors import InvalidDataError, ModelFormatError, UnsupportedError
-from refq.onnx import minifloat
 from refq.onnx.node import NodeContext
 from refq.onnx.ops.qparams import as_float32, to_precision
 from refq.onnx.tensor import OnnxTensor, elem_type, from_numpy, make, round_to_bfloat16
@@ -184,7 +184,7 @@ def cast(ctx: NodeContext, inputs: Inputs) -> list[OnnxTensor]:
         with np.errstate(over="ignore"):
             return [make(out.code, v.astype(out.storage))]
     saturate = bool(ctx.attr("saturate", 1))
-    return [make(out.code, minifloat.encode(values, out.code, saturate=saturate))]
+    return [make(out.code, floatfmt.encode(values, out.name, saturate=saturate))]
 
 
 OPS = {

@@ -12,11 +12,19 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
+from refq import floatfmt
 from refq.errors import QuantSpecError, ShapeError, UnsupportedError
-from refq.onnx import minifloat
 from refq.onnx.node import NodeContext
 from refq.onnx.tensor import OnnxTensor, round_to_bfloat16
-from refq.spec import ceil_div, normalize_axis
+from refq.spec import (
+    PerAxis,
+    PerBlock,
+    PerTensor,
+    QuantParams,
+    QuantSpec,
+    ceil_div,
+    normalize_axis,
+)
 
 # Precisions (TensorProto codes) refq computes in, and the NumPy dtype of that arithmetic.
 FLOAT_PRECISIONS = {
@@ -39,7 +47,7 @@ def check_float8_zero_point(ctx: NodeContext, zp: OnnxTensor | None, name: str) 
     """float8 zero points must be +-0: the peers ignore them, the spec would add them."""
     if zp is None:
         return
-    values = minifloat.decode(zp.data, zp.elem_type).reshape(-1)
+    values = floatfmt.decode(zp.data, zp.type_name).reshape(-1)
     bad = values != 0  # NaN counts as nonzero
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -99,7 +107,7 @@ def as_float32(t: OnnxTensor, ctx: NodeContext, name: str) -> np.ndarray:
     """Exact float32 values of a float or minifloat tensor (float64 stays float64)."""
     kind = t.info.kind
     if kind == "code":
-        return minifloat.decode(t.data, t.elem_type)
+        return floatfmt.decode(t.data, t.type_name)
     if kind == "float":
         return t.data if t.data.dtype == np.float64 else t.data.astype(np.float32)
     raise UnsupportedError(f"{ctx.where}: {name!r} of type {t.type_name} is not a float tensor")
@@ -187,3 +195,25 @@ def check_same_shape(
         f"{ctx.where}: {zname!r} has shape {zero_point.shape} but {sname!r} has shape "
         f"{scale.shape}; they must match"
     )
+
+
+def core_params(
+    scale: np.ndarray,
+    zero_point: OnnxTensor | None,
+    type_name: str,
+    axis: int,
+    block_size: int,
+) -> QuantParams:
+    """:class:`refq.spec.QuantParams` of an ONNX (already validated) float32 scale and integer
+    zero point, for :mod:`refq.quantize`: the granularity is decided by the scale's shape, as in
+    this module's docstring (negative scales allowed, as ONNX allows them)."""
+    scale = scale.astype(np.float32)
+    if block_size:
+        granularity = PerBlock(axis, block_size)
+    elif scale.size == 1 and scale.ndim <= 1:
+        granularity, scale = PerTensor(), scale.reshape(())
+    else:
+        granularity = PerAxis(axis)
+    zp = None if zero_point is None else zero_point.data.reshape(scale.shape).astype(np.int32)
+    spec = QuantSpec(type_name, symmetric=False, granularity=granularity)
+    return QuantParams(scale, zp, spec, name="x", allow_negative_scale=True)

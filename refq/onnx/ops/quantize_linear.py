@@ -32,8 +32,8 @@ from collections.abc import Sequence
 import numpy as np
 from onnx import TensorProto
 
+from refq import floatfmt
 from refq.errors import InvalidDataError, ModelFormatError, UnsupportedError
-from refq.onnx import minifloat
 from refq.onnx.node import NodeContext
 from refq.onnx.ops.qparams import (
     FLOAT8_TYPES,
@@ -42,6 +42,7 @@ from refq.onnx.ops.qparams import (
     check_float8_zero_point,
     check_same_shape,
     check_scale,
+    core_params,
     expand_param,
     first_nan,
     precision_values,
@@ -49,7 +50,6 @@ from refq.onnx.ops.qparams import (
 )
 from refq.onnx.tensor import ElemType, OnnxTensor, elem_type, make, type_name
 from refq.quantize import quantize
-from refq.spec import PerAxis, PerBlock, PerTensor, QuantParams, QuantSpec
 
 OP_TYPE = "QuantizeLinear"
 
@@ -139,7 +139,7 @@ def quantize_linear(
         with np.errstate(over="ignore", invalid="ignore"):
             v = to_precision(v + zp, precision)
     saturate = bool(ctx.attr("saturate", 1))
-    codes = minifloat.encode(np.broadcast_to(v, x.shape), out.code, saturate=saturate)
+    codes = floatfmt.encode(np.broadcast_to(v, x.shape), out.name, saturate=saturate)
     return make(out.code, codes)
 
 
@@ -162,16 +162,8 @@ def _quantize_core(
         raise InvalidDataError(
             f"{ctx.where}: x has NaN at flat index {bad}; QuantizeLinear defines no integer for NaN"
         )
-    scale = scale.astype(np.float32)  # the scale's values (float32, or decoded float8e8m0)
-    if block_size:
-        granularity = PerBlock(axis, block_size)
-    elif scale.size == 1 and scale.ndim <= 1:
-        granularity, scale = PerTensor(), scale.reshape(())
-    else:
-        granularity = PerAxis(axis)
-    zp = None if y_zero_point is None else y_zero_point.data.reshape(scale.shape).astype(np.int32)
-    spec = QuantSpec(out.name, symmetric=False, granularity=granularity)
-    params = QuantParams(scale, zp, spec, name="x", allow_negative_scale=True)
+    # ``scale``: the scale's values (float32, or decoded float8e8m0).
+    params = core_params(scale, y_zero_point, out.name, axis, block_size)
     return make(out.code, quantize(x.data, params, nonfinite="clamp"))
 
 
