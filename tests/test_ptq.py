@@ -381,7 +381,7 @@ def test_lowering_outlier_points():
     st.integers(-100, 100),
 )
 def test_add32_exact(pairs, s_a, s_b, s_y, z_b):
-    from refq.ptq.wide_ops import Add32Params, add32, add32_multipliers
+    from refq.kernels.wide import Add32Params, add32, add32_multipliers
 
     (ma, mb), k = add32_multipliers(s_a, s_b, s_y)
     assert max(ma, mb) < 2**31
@@ -402,7 +402,7 @@ def test_add32_exact(pairs, s_a, s_b, s_y, z_b):
 @PROPERTY
 @given(st.lists(st.integers(-(2**31), 2**31 - 1), min_size=1, max_size=8), st.integers(1, 3))
 def test_row_normalize_exact(values, rows):
-    from refq.ptq.wide_ops import row_normalize
+    from refq.kernels.wide import row_normalize
 
     x = np.array(values * rows, np.int32).reshape(rows, len(values))
     got = row_normalize(x)

@@ -21,6 +21,7 @@ _MODULES: tuple[str, ...] = (
     "activations",
     "gather",
     "shape_ops",
+    "wide",
 )
 
 for _name in _MODULES:

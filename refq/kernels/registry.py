@@ -55,7 +55,14 @@ def get_op(name: str, node_name: str = "") -> OpDef:
         ) from None
 
 
-def registered_ops() -> list[str]:
+def registered_ops(package: str | None = None) -> list[str]:
+    """Names of the registered ops; with ``package``, only those whose ``prepare`` is defined
+    in that package (``"refq.kernels"``: the kernel library, without ops that higher layers or
+    tests register)."""
     import refq.kernels  # noqa: F401
 
-    return sorted(_OPS)
+    return sorted(
+        name
+        for name, op in _OPS.items()
+        if package is None or op.prepare.__module__.startswith(package + ".")
+    )

@@ -24,7 +24,7 @@ integer block scales, ``per-block`` only, see :mod:`refq.ptq.weights`).
 
 An activation RULE: ``match`` (patterns over activation points, refq.models.layout, e.g.
 ``layers.*.ffn.hidden``), ``bits`` (8 or 16, symmetric at 16; 32 for residual-stream points:
-an int32 stream through refq's ADD32 / ROW_NORMALIZE, :mod:`refq.ptq.wide_ops`),
+an int32 stream through refq's ADD32 / ROW_NORMALIZE, :mod:`refq.kernels.wide`),
 ``symmetric`` (bool), ``observer`` (a name or ``{"kind": ..., params}``, see
 :mod:`refq.calibration.observers`).
 

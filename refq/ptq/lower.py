@@ -28,7 +28,7 @@ attn_context   / 32767 (``bits: 16`` on ``*.attn.scores``), long_rows = safe pas
                times sqrt(head_dim), SOFTMAX(beta = 1/sqrt(head_dim)), BATCH_MATMUL(p, v)
 add, mul       ADD / MUL, all operands in the output's dtype; an add whose rule says
                ``bits: 32`` (residual stream) is ADD32, and norms read such int32 points
-               through ROW_NORMALIZE (refq.ptq.wide_ops)
+               through ROW_NORMALIZE (refq.kernels.wide)
 silu + mul     SWIGLU(gate, up) when the silu output feeds only that mul and gate / up are int8
                (``fuse_swiglu``); else SILU (int8 input) or, for an int16 gate, the int16
                ``gate * LOGISTIC(gate)`` (TFLM's int16 LOGISTIC, scale 2^-15), then MUL
@@ -61,10 +61,10 @@ from refq.errors import QuantSpecError, UnsupportedError
 from refq.graph import Graph, Node, TensorInfo
 from refq.models.config import BertConfig, LlamaConfig
 from refq.models.layout import Op, model_graph
-from refq.ptq import float_ops, wide_ops
+from refq.ptq import float_ops
 from refq.ptq.model import PointQuant, QuantizedModel
 
-_REGISTERED = (float_ops, wide_ops)  # importing them registers FLOAT_OP, ADD32, ROW_NORMALIZE
+_REGISTERED = (float_ops,)  # importing it registers FLOAT_OP
 
 _RANGES = {"int8": (-128, 127), "int16": (-32768, 32767), "int32": (-(1 << 31), (1 << 31) - 1)}
 

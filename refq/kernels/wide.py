@@ -3,8 +3,7 @@
 Why: in SmolLM2 the attention-sink token carries residual values near 28,500 while other tokens'
 residuals have an rms of a few units; one int16 scale for the stream (step ~0.87) drowns them
 (docs/ptq.md measures it). TFLM's ADD and the integer norms stop at int16, so a residual point
-whose rule says ``bits: 32`` is lowered to these two integer ops instead (registered in the
-kernel registry when :mod:`refq.ptq.lower` imports this module; no peer has them and the C
+whose rule says ``bits: 32`` is lowered to these two integer ops instead (no peer has them and the C
 generator does not lower them).
 
 ``ADD32(a, b) -> y`` (int8 / int16 / int32 inputs, int32 output, all symmetric or with zero
