@@ -131,11 +131,8 @@ def _quantized_models(args: argparse.Namespace, model: str, cfg, weights, tok, f
     """(name, QuantizedModel, size info) for every -q file and -c config. Files are loaded (and
     their hashes verified) and configs parsed before anything runs; each config quantizes when
     its turn comes, so only one quantized SmolLM2 is held in memory at a time."""
-    from refq.profiles import get_profile
-    from refq.ptq.config import QuantConfig
     from refq.ptq.model import load_quantized
-    from refq.ptq.pipeline import quantize_model
-    from refq.ptq.quantize_cmd import calibration_reader
+    from refq.ptq.quantize_cmd import load_config, quantize_float_model
 
     loaded = []
     for f in files:
@@ -148,29 +145,23 @@ def _quantized_models(args: argparse.Namespace, model: str, cfg, weights, tok, f
         loaded.append(
             (Path(f).stem, qm, {"source": f"file {f}", "file_bytes": Path(f).stat().st_size})
         )
-    configs = []
-    for c in args.config:
-        qcfg = QuantConfig.load(c)
-        if args.profile:
-            qcfg.profile = get_profile(args.profile).name
-        configs.append((c, qcfg))
+    configs = [(c, load_config(c, args.profile)) for c in args.config]
 
     def generate():
         yield from loaded
         loaded.clear()
         for c, qcfg in configs:
-            ns = argparse.Namespace(
-                calib=args.calib, window=args.calib_window, windows=args.calib_windows
-            )
-            reader = calibration_reader(model, cfg, tok, ns, qcfg)
-            _say(f"quantizing {model} with {qcfg.name} ({len(reader)} calibration windows)")
-            qm = quantize_model(
+            _say(f"quantizing {model} with {qcfg.name}")
+            qm = quantize_float_model(
+                model,
                 cfg,
                 weights,
+                tok,
                 qcfg,
-                reader,
+                calib=args.calib,
+                window=args.calib_window,
+                windows=args.calib_windows,
                 progress=not args.no_progress,
-                metadata={"source_model": model},
             )
             with tempfile.TemporaryDirectory() as d:
                 file_bytes = qm.save(Path(d) / "model.refq").stat().st_size
@@ -266,12 +257,7 @@ def _eval_decoder(args, model, cfg, weights, tok, quantized, engines) -> dict[st
     else:
         record["float"] = {"size_bytes": _float_size(weights)}
     for name, qm, info in quantized:
-        entry: dict[str, Any] = {
-            "name": name,
-            "profile": args.profile or qm.profile,
-            **info,
-            "size_bytes": qm.weight_bytes(),
-        }
+        entry = _entry(args, name, qm, info)
         for engine in engines:
             if engine == "float":
                 continue
@@ -300,6 +286,16 @@ def _eval_decoder(args, model, cfg, weights, tok, quantized, engines) -> dict[st
     return record
 
 
+def _entry(args, name: str, qm, info: dict[str, Any]) -> dict[str, Any]:
+    """The record of one quantized model before its engines' results are added."""
+    return {
+        "name": name,
+        "profile": args.profile or qm.profile,
+        **info,
+        "size_bytes": qm.weight_bytes(),
+    }
+
+
 def _eval_encoder(args, cfg, weights, tok, quantized, engines) -> dict[str, Any]:
     from refq.evaluation.embeddings import compare_embeddings, embed_all, load_sentences
     from refq.models import bert
@@ -319,12 +315,7 @@ def _eval_encoder(args, cfg, weights, tok, quantized, engines) -> dict[str, Any]
     ref = embed_all(float_embed, sentences, progress=progress, label="embed float")
     record["float"] = {"size_bytes": _float_size(weights)}
     for name, qm, info in quantized:
-        entry: dict[str, Any] = {
-            "name": name,
-            "profile": args.profile or qm.profile,
-            **info,
-            "size_bytes": qm.weight_bytes(),
-        }
+        entry = _entry(args, name, qm, info)
         for engine in engines:
             if engine == "float":
                 continue

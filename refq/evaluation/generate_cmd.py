@@ -107,27 +107,13 @@ def _quantized(args: argparse.Namespace):
             )
         qm = load_quantized(p)
         return qm, qm.metadata.get("source_model")
-    from refq.profiles import get_profile
-    from refq.ptq.config import QuantConfig
-    from refq.ptq.pipeline import quantize_model
-    from refq.ptq.quantize_cmd import calibration_reader, load_float_model
+    from refq.ptq.quantize_cmd import load_config, load_float_model, quantize_float_model
 
-    qcfg = QuantConfig.load(args.config)
-    if args.profile:
-        qcfg.profile = get_profile(args.profile).name
+    qcfg = load_config(args.config, args.profile)
     cfg, weights, tok = load_float_model(args.model)
     if cfg.arch != "llama":
         raise UnsupportedError(f"refq generate needs a decoder; {args.model!r} is {cfg.arch}")
-    ns = argparse.Namespace(calib=None, window=None, windows=None)
-    reader = calibration_reader(args.model, cfg, tok, ns, qcfg)
-    qm = quantize_model(
-        cfg,
-        weights,
-        qcfg,
-        reader,
-        progress=not args.no_progress,
-        metadata={"source_model": args.model},
-    )
+    qm = quantize_float_model(args.model, cfg, weights, tok, qcfg, progress=not args.no_progress)
     return qm, args.model
 
 

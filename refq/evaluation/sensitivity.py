@@ -28,8 +28,7 @@ import numpy as np
 
 def _quantize(model: str, cfg: Any, weights: dict, tok: Any, bits: int, args) -> Any:
     from refq.ptq.config import QuantConfig
-    from refq.ptq.pipeline import quantize_model
-    from refq.ptq.quantize_cmd import calibration_reader
+    from refq.ptq.quantize_cmd import quantize_float_model
 
     qc = QuantConfig.from_dict(
         {
@@ -38,8 +37,9 @@ def _quantize(model: str, cfg: Any, weights: dict, tok: Any, bits: int, args) ->
             "activations": [{"match": "*", "bits": bits, "symmetric": bits == 16}],
         }
     )
-    ns = argparse.Namespace(calib=None, window=args.calib_window, windows=args.calib_windows)
-    return quantize_model(cfg, weights, qc, calibration_reader(model, cfg, tok, ns, qc))
+    return quantize_float_model(
+        model, cfg, weights, tok, qc, window=args.calib_window, windows=args.calib_windows
+    )
 
 
 def mixed_points(

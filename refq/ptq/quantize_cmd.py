@@ -115,24 +115,53 @@ def calibration_reader(model: str, cfg: Any, tok: Any, args: argparse.Namespace,
     return TokenWindows(ids, min(window, len(ids)), n, name="pydoc_topics[16384:]")
 
 
-def run(args: argparse.Namespace) -> int:
+def load_config(config: str, profile: str | None = None) -> Any:
+    """The QuantConfig of a CFG argument, its profile replaced by ``profile`` when given."""
     from refq.profiles import get_profile
     from refq.ptq.config import QuantConfig
+
+    qcfg = QuantConfig.load(config)
+    if profile:
+        qcfg.profile = get_profile(profile).name
+    return qcfg
+
+
+def quantize_float_model(
+    model: str,
+    cfg: Any,
+    weights: dict,
+    tok: Any,
+    qcfg: Any,
+    *,
+    calib: str | None = None,
+    window: int | None = None,
+    windows: int | None = None,
+    progress: bool = False,
+) -> Any:
+    """Calibrate a loaded MODEL on its default (or the given) text and quantize it with ``qcfg``."""
     from refq.ptq.pipeline import quantize_model
 
-    qcfg = QuantConfig.load(args.config)
-    if args.profile:
-        qcfg.profile = get_profile(args.profile).name
+    ns = argparse.Namespace(calib=calib, window=window, windows=windows)
+    reader = calibration_reader(model, cfg, tok, ns, qcfg)
+    return quantize_model(
+        cfg, weights, qcfg, reader, progress=progress, metadata={"source_model": model}
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    qcfg = load_config(args.config, args.profile)
     t0 = time.perf_counter()
     cfg, weights, tok = load_float_model(args.model)
-    reader = calibration_reader(args.model, cfg, tok, args, qcfg)
-    qm = quantize_model(
+    qm = quantize_float_model(
+        args.model,
         cfg,
         weights,
+        tok,
         qcfg,
-        reader,
+        calib=args.calib,
+        window=args.window,
+        windows=args.windows,
         progress=not args.no_progress,
-        metadata={"source_model": args.model},
     )
     qm.graph()  # lower once: an unsupported combination fails here, before writing
     path = qm.save(args.output)
