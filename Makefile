@@ -28,13 +28,15 @@ $(VENV)/.installed-test: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/refq demo
 
-# Debian packages for the cross-compiled firmware tests; only attempted as root.
+# Debian packages for the cross-compiled firmware tests (and qemu-user: onnxruntime's AVX2
+# u8 x s8 kernel under an emulated CPU without VNNI); only attempted as root.
 toolchain:
-	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null; then :; \
+	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null \
+	  && command -v qemu-x86_64 >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-	    gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm >/dev/null; \
-	else echo "note: arm-none-eabi-gcc / qemu-system-arm missing; install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"; fi
+	    gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-user >/dev/null; \
+	else echo "note: arm-none-eabi-gcc / qemu-system-arm / qemu-x86_64 missing; install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-user"; fi
 
 test: $(VENV)/.installed-test toolchain
 	$(BIN)/ruff check .

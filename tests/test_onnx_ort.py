@@ -379,8 +379,8 @@ def test_u8s8_saturating_path(ort, checked):
         assert np.array_equal(ours[0], theirs[0])
         checked("onnxruntime u8s8 MatMulInteger: exact path on this machine (VNNI)", 1, exact.size)
         pytest.skip(
-            "onnxruntime takes an exact u8s8 kernel on this machine (VNNI or non-x86): the "
-            "int16-saturating AVX2 path cannot be compared here"
+            "onnxruntime takes an exact u8s8 kernel on this machine (VNNI or non-x86); the "
+            "int16-saturating AVX2 path is checked by test_peer_ort_emulated.py under QEMU"
         )
     assert np.array_equal(theirs[0], sat), (
         "onnxruntime u8s8 is neither exact nor refq's sat16 emulation: "
