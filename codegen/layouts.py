@@ -17,6 +17,11 @@ feature group g (features 8g .. 8g+7, ``v0 .. v7``) holds the bytes
 ``{v0 << 4 | v4, v2 << 4 | v6, v1 << 4 | v5, v3 << 4 | v7}`` (nibbles), so that masking the high
 nibbles and SXTB16 / SXTB16-ROR8 give the int16 pairs ``16 * (v0, v1)`` and ``16 * (v2, v3)``,
 and the same on the word shifted left by 4 gives ``16 * (v4, v5)`` and ``16 * (v6, v7)``.
+
+``refq_fully_connected_s16`` (16x8: int16 input, int8 weights): each row padded with zero weights
+to a multiple of 4 features; the word of row o and feature group g (``w0 .. w3``) holds the
+bytes ``{w0, w2, w1, w3}``, so that SXTB16 gives the int16 pair ``(w0, w1)`` and SXTB16-ROR8
+``(w2, w3)``, the lanes of the input pairs ``(x0, x1)`` and ``(x2, x3)`` that SMLALD multiplies.
 """
 
 from __future__ import annotations
@@ -124,3 +129,32 @@ def unarrange_fc_s4(data: np.ndarray, n: int, k: int) -> np.ndarray:
         v[:, :, lo] = b[:, :, byte] & 0xF
     v = np.where(v >= 8, v - 16, v)
     return v.reshape(n, groups * 8)[:, :k]
+
+
+FC_S16_ORDER = (0, 2, 1, 3)
+"""Byte b of a word of the s16 layout holds feature ``FC_S16_ORDER[b]`` of its group of four
+(the permutation is its own inverse)."""
+
+
+def fc_s16_padded_k(k: int) -> int:
+    """Features per row of the s16 layout: k rounded up to a multiple of 4."""
+    return -(-k // 4) * 4
+
+
+def arrange_fc_s16(w: np.ndarray) -> np.ndarray:
+    """The int8 weights ``w`` (N, K) in the layout of ``refq_fully_connected_s16`` (int8, flat)."""
+    codes = _codes(w, -128, 127, "refq_fully_connected_s16")
+    n, k = codes.shape
+    padded = np.zeros((n, fc_s16_padded_k(k)), dtype=np.int64)
+    padded[:, :k] = codes
+    groups = padded.reshape(n, -1, 4)[:, :, list(FC_S16_ORDER)]
+    return groups.reshape(-1).astype(np.int8)
+
+
+def unarrange_fc_s16(data: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Inverse of :func:`arrange_fc_s16` (for tests)."""
+    k4 = fc_s16_padded_k(k)
+    raw = np.asarray(data, dtype=np.int64).reshape(-1)
+    if raw.size != n * k4:
+        raise CodegenError(f"arranged weights hold {raw.size} bytes, expected {n * k4}")
+    return raw.reshape(n, -1, 4)[:, :, list(FC_S16_ORDER)].reshape(n, k4)[:, :k]

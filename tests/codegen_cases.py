@@ -115,6 +115,105 @@ def add_large_fully_connected(b: GraphBuilder) -> None:
         b.node("FULLY_CONNECTED", [x, w], [y], graph_inputs=[x])
 
 
+def add_fully_connected_16x8(b: GraphBuilder, count: int) -> None:
+    """16x8 FULLY_CONNECTED (int16 input and output, int8 weights, int64 accumulator): K from 1 to
+    300 (many not multiples of 4 or 8), per tensor / per channel, int64 bias or none, some
+    asymmetric weights and nonzero zero points, fused activations. Real multipliers around the
+    one that keeps uniform int16 inputs in range (1 / (140 sqrt K)), times 0.1 .. 10; the first
+    node's channels have small weights and reals from 0.05 to 5 (s64 shifts of both signs in one
+    node), the second a real multiplier of 1.7 (shift +1) on weights in [-1, 1]."""
+    rng = b.rng
+    for j in range(count):
+        k = int(rng.choice([rng.integers(1, 12), rng.integers(12, 300)]))
+        n, rows = int(rng.integers(1, 24)), int(rng.integers(1, 4))
+        per_channel = rng.random() < 0.6
+        m = float(np.exp(rng.uniform(np.log(0.1), np.log(10.0)))) / (140 * np.sqrt(k))
+        w_max = 127
+        if j == 0:
+            k, n, rows, per_channel, m, w_max = 3, 13, 3, True, 5.0, 1
+        elif j == 1:
+            k, n, rows, per_channel, m, w_max = 2, 6, 3, False, 1.7, 1
+        s_in = f32(np.exp(rng.uniform(np.log(1e-4), np.log(1e-1))))
+        s_w = np.exp(rng.uniform(np.log(1e-3), np.log(0.1), n if per_channel else 1))
+        s_w = s_w.astype(np.float32)
+        s_out = f32(s_in * float(s_w.max()) / m)
+        zw = 0
+        if j > 1 and rng.random() < 0.2:
+            zw = rng.integers(-128, 128, n) if per_channel else int(rng.integers(-128, 128))
+        w = rng.integers(-w_max - 1 if w_max == 127 else -w_max, w_max + 1, (n, k)).astype(np.int8)
+        z_in = int(rng.integers(-300, 300)) if rng.random() < 0.2 else 0
+        z_out = int(rng.integers(-300, 300)) if rng.random() < 0.2 else 0
+        x = b.tensor("fc16_x", "int16", (rows, k), scale=s_in, zp=z_in)
+        wt = b.tensor(
+            "fc16_w",
+            "int8",
+            (n, k),
+            scale=s_w if per_channel else s_w[0],
+            zp=zw,
+            axis=0 if per_channel else None,
+            data=w,
+        )
+        inputs = [x, wt]
+        if j > 1 and rng.random() < 0.7:
+            bmax = int(rng.choice([100, 2**16, 2**22, 2**40], p=[0.3, 0.3, 0.3, 0.1]))
+            bias = rng.integers(-bmax, bmax, n, endpoint=True).astype(np.int64)
+            inputs.append(b.tensor("fc16_b", "int64", (n,), data=bias))
+        y = b.tensor("fc16_y", "int16", (rows, n), scale=s_out, zp=z_out)
+        act = str(rng.choice(["NONE", "RELU", "RELU6"], p=[0.6, 0.25, 0.15]))
+        if j < 2 or 6.0 / s_out >= 2.0**30:
+            act = "NONE"
+        b.node("FULLY_CONNECTED", inputs, [y], {"activation": act}, graph_inputs=[x])
+
+
+def add_int16_ops(b: GraphBuilder) -> None:
+    """int8 -> int16 FULLY_CONNECTED, int16 ADD / SUB / MUL (broadcasting, zero points 0), int16
+    TANH / LOGISTIC (general and power-of-two input scales)."""
+    rng = b.rng
+    for _ in range(3):
+        k, n = int(rng.integers(1, 70)), int(rng.integers(1, 20))
+        s_in = f32(np.exp(rng.uniform(np.log(1e-3), 0)))
+        s_w = f32(np.exp(rng.uniform(np.log(1e-3), np.log(0.1))))
+        x = b.q8("fc816_x", (2, k), scale=s_in)
+        wt = b.tensor(
+            "fc816_w",
+            "int8",
+            (n, k),
+            scale=s_w,
+            zp=0,
+            data=rng.integers(-128, 128, (n, k)).astype(np.int8),
+        )
+        s_out = f32(s_in * s_w / np.exp(rng.uniform(np.log(2.0**-12), np.log(2.0))))
+        y = b.tensor("fc816_y", "int16", (2, n), scale=s_out, zp=int(rng.integers(-50, 50)))
+        b.node("FULLY_CONNECTED", [x, wt], [y], graph_inputs=[x])
+    for j in range(6):
+        op = ["ADD", "SUB", "MUL"][j % 3]
+        s1, s2 = _broadcast_shapes(rng)
+        if j < 3:
+            s1 = s2 = [int(rng.integers(60, 200))]
+        out = list(np.broadcast_shapes(tuple(s1), tuple(s2)))
+        sc1 = f32(np.exp(rng.uniform(-12, -3)))
+        sc2 = sc1 if j == 1 else f32(np.exp(rng.uniform(-12, -3)))
+        if op == "MUL":
+            so = f32(sc1 * sc2 * 2.0**15 * np.exp(rng.uniform(-1, 2)))
+        else:
+            so = f32(max(sc1, sc2) * np.exp(rng.uniform(-1, 3)))
+        a = b.tensor("ew16_a", "int16", s1, scale=sc1, zp=0)
+        c = b.tensor("ew16_b", "int16", s2, scale=sc2, zp=0)
+        y = b.tensor("ew16_y", "int16", out, scale=so, zp=0)
+        b.node(op, [a, c], [y], {"activation": "NONE"}, graph_inputs=[a, c])
+    for op, s_in in (
+        ("TANH", 2.0**-12),
+        ("TANH", 2.0**-11),
+        ("LOGISTIC", 2.0**-12),
+        ("TANH", f32(np.exp(rng.uniform(-12, -6)))),
+        ("LOGISTIC", f32(np.exp(rng.uniform(-12, -6)))),
+        ("LOGISTIC", f32(np.exp(rng.uniform(-6, -2)))),
+    ):
+        x = b.tensor("sg16_x", "int16", (3, 67), scale=s_in, zp=0)
+        y = b.tensor("sg16_y", "int16", (3, 67), scale=2.0**-15, zp=0)
+        b.node(op, [x], [y], graph_inputs=[x])
+
+
 def _broadcast_shapes(rng: np.random.Generator) -> tuple[list[int], list[int]]:
     rank = int(rng.integers(1, 5))
     out = [int(rng.integers(1, 6)) for _ in range(rank)]
@@ -312,6 +411,8 @@ def kernel_graph(seed: int, name: str, *, large: bool = False) -> Graph:
     add_requantize(b)
     add_batch_matmul(b, 5)
     add_data_movement(b)
+    add_fully_connected_16x8(b, 8)
+    add_int16_ops(b)
     if large:
         add_large_fully_connected(b)
     return b.graph(name)

@@ -3,12 +3,14 @@
 One firmware image holds three generated models (profiles tflm, cmsis-nn-single, litert-ref),
 each a seeded random graph with nodes of every lowered op (tests/codegen_cases.py): FULLY_CONNECTED
 (int8 / int4 weights, per tensor / per channel, bias, zero points, fused activations, double /
-single / LiteRT float64 rounding), ADD / SUB / MUL (broadcasting, tables on and off), QUANTIZE /
-REQUANTIZE between integer types, BATCH_MATMUL (adj_x / adj_y, batch broadcast), GATHER,
-EMBEDDING_LOOKUP, CONCATENATION, TRANSPOSE, RESHAPE. The image is built once per configuration:
-host gcc with UBSan + ASan (and -std=c99 -Wall -Wextra -Wpedantic -Werror, as every build),
-Cortex-M7 and Cortex-M4 under QEMU with hard and soft float ABIs, DSP and plain-C paths. Every
-output byte must equal ``Program(graph, profile).run``.
+single / LiteRT float64 rounding; int8 -> int16; 16x8 with int64 accumulators), ADD / SUB / MUL
+(int8 with broadcasting, tables on and off; int16), QUANTIZE / REQUANTIZE between integer types,
+BATCH_MATMUL (adj_x / adj_y, batch broadcast), int16 TANH / LOGISTIC, GATHER, EMBEDDING_LOOKUP,
+CONCATENATION, TRANSPOSE, RESHAPE. A second image holds only 16x8 FULLY_CONNECTED nodes under
+tflm, cmsis-nn and litert-ref (host, Cortex-M7, Cortex-M4). The image is built once per
+configuration: host gcc with UBSan + ASan (and -std=c99 -Wall -Wextra -Wpedantic -Werror, as
+every build), Cortex-M7 and Cortex-M4 under QEMU with hard and soft float ABIs, DSP and plain-C
+paths. Every output byte must equal ``Program(graph, profile).run``.
 
 The arithmetic identities the fast paths rely on (the FULLY_CONNECTED weight layout, the fused
 roundings, the SMMULR forms of ADD, broadcasting strides) are property-tested against Python
@@ -29,16 +31,26 @@ from hypothesis import strategies as st
 from codegen.layouts import (
     arrange_fc_s4,
     arrange_fc_s8,
+    arrange_fc_s16,
     fc_s8_padded_k,
+    fc_s16_padded_k,
     unarrange_fc_s4,
     unarrange_fc_s8,
+    unarrange_fc_s16,
 )
 from codegen.lower import KERNELS, lower_graph
 from codegen.ops.elementwise import broadcast_strides
-from refq.errors import UnsupportedError
-from refq.graph import Graph, Node, TensorInfo
+from codegen.run import EXIT_STATUS_NEGATIVE_BASE, run
+from refq.errors import ExactnessError, UnsupportedError
+from refq.graph import Graph, Node, Program, TensorInfo
 from refq.kernels.registry import register
-from tests.codegen_cases import GraphBuilder, add_large_fully_connected, kernel_graph, random_inputs
+from tests.codegen_cases import (
+    GraphBuilder,
+    add_fully_connected_16x8,
+    add_large_fully_connected,
+    kernel_graph,
+    random_inputs,
+)
 from tests.codegen_image import Case, Image, require_config
 from tests.conftest import require_tool
 
@@ -88,6 +100,69 @@ def test_kernels_beyond_dsp_bounds(tmp_path, checked):
         result = img.run(config)
         assert not img.mismatches(result), img.mismatches(result)
     checked("FULLY_CONNECTED C beyond the DSP bounds (m7, host) vs refq", 2, img.elements())
+
+
+FC16_PROFILES = ("tflm", "cmsis-nn", "litert-ref")
+FC16_CONFIGS = ("host-ubsan-asan", "m7", "m4")
+
+
+@pytest.fixture(scope="module")
+def fc16_image(tmp_path_factory) -> Image:
+    cases = []
+    for i, profile in enumerate(FC16_PROFILES):
+        b = GraphBuilder(np.random.default_rng(SEED + 20 + i))
+        add_fully_connected_16x8(b, 16)
+        graph = b.graph(f"fc 16x8 {profile}")
+        inputs = random_inputs(graph, np.random.default_rng(SEED + 30 + i))
+        cases.append(Case(graph, profile, inputs, what=f"16x8 FULLY_CONNECTED under {profile}"))
+    return Image(tmp_path_factory.mktemp("codegen_fc16"), cases)
+
+
+@pytest.mark.parametrize("config", FC16_CONFIGS)
+def test_fully_connected_16x8_random_cases(config, fc16_image, checked):
+    """16x8 FULLY_CONNECTED (int16 in / out, int8 weights, int64 accumulator and bias): seeded
+    random shapes (K not a multiple of 4 or 8 included), per-channel multipliers with s64 shifts
+    of both signs, zero points, fused activations; TFLM's int64 requantization (tflm,
+    cmsis-nn) and LiteRT's float64 one; every output byte equals refq's NumPy kernel."""
+    require_config(config)
+    img = fc16_image
+    result = img.run(config)
+    assert not img.mismatches(result), "\n".join(img.mismatches(result))
+    functions = {
+        call.function for model in img.models for call in model.lowered.calls if call.function
+    }
+    assert functions == {"refq_fully_connected_s16"}
+    nodes = sum(len(c.graph.nodes) for c in img.cases)
+    checked(f"16x8 FULLY_CONNECTED C on {config} vs refq Program.run", nodes, img.elements())
+
+
+def test_fully_connected_16x8_accumulator_domain(tmp_path):
+    """An int64 accumulator outside [-2^47, 2^47) (TFLM's domain of the 16x8 requantization):
+    the reference raises, the C kernel returns REFQ_ARG_ERROR (harness exit status 17)."""
+    require_config("host-ubsan-asan")
+    k = 4
+    t = {
+        "x": TensorInfo("x", "int16", (1, k), scale=0.01, zero_point=0),
+        "w": TensorInfo(
+            "w", "int8", (2, k), scale=0.01, zero_point=0, data=np.full((2, k), 127, np.int8)
+        ),
+        "b": TensorInfo("b", "int64", (2,), data=np.array([2**47 - 2**20, 0], np.int64)),
+        "y": TensorInfo("y", "int16", (1, 2), scale=2.0**16, zero_point=0),
+    }
+    graph = Graph(
+        t, [Node("FULLY_CONNECTED", ("x", "w", "b"), ("y",))], ["x"], ["y"], name="fc16 domain"
+    )
+    good = np.full((1, k), -32768, np.int16)  # acc = 2^47 - 2^20 - 4 * 127 * 2^15 < 2^47
+    bad = np.full((1, k), 32767, np.int16)  # acc > 2^47
+    with pytest.raises(ExactnessError):
+        Program(graph, "tflm").run([bad])
+    img = Image(tmp_path, [Case(graph, "tflm", [[good]], what=graph.name)])
+    prog = img.build("host-ubsan-asan")
+    assert not img.mismatches(run(prog, img.input_files(), img.output_files()))
+    files = img.input_files()
+    files["refq_c0_in0.bin"] = bad.tobytes()
+    res = run(prog, files, img.output_files(), check=False)
+    assert res.returncode == EXIT_STATUS_NEGATIVE_BASE + 1, (res.status, res.stderr)
 
 
 CONFIGS_ARM = {
@@ -141,8 +216,19 @@ def _fc_graph(dtype: str = "int8") -> Graph:
 def test_unsupported_profile_op_and_dtype_are_refused():
     with pytest.raises(UnsupportedError, match="profile 'onnx'"):
         lower_graph(_fc_graph(), "onnx")
-    with pytest.raises(UnsupportedError, match="int16"):
-        lower_graph(_fc_graph("int16"), "tflm")
+    # 16x8 lowers under the TFLM / CMSIS-NN / LiteRT profiles; ONNX has no int16 x int8 matmul.
+    assert [c.function for c in lower_graph(_fc_graph("int16"), "tflm").calls] == [
+        "refq_fully_connected_s16"
+    ]
+    with pytest.raises(UnsupportedError, match="onnx"):
+        lower_graph(_fc_graph("int16"), "onnx")
+    t16 = {
+        "x": TensorInfo("x", "int16", (4,), 0.1, 0),
+        "y": TensorInfo("y", "int16", (4,), 0.1, 0),
+    }
+    sq = Graph(t16, [Node("SQUARED_DIFFERENCE", ("x", "x"), ("y",))], ["x"], ["y"])
+    with pytest.raises(UnsupportedError, match="SQUARED_DIFFERENCE"):
+        lower_graph(sq, "tflm")
     # An op the NumPy interpreter runs but codegen has no lowering for (registered here).
     with contextlib.suppress(RuntimeError):  # registered by an earlier run in this process
         register(
@@ -214,6 +300,40 @@ def test_fc_s8_layout_and_smlald_identity(n, k, seed, extreme):
             )
     # The DSP path's bound: |lo| <= K * 128 * 255 < 2^31 for K <= 65536.
     assert 65536 * 128 * 255 < 2**31
+
+
+@settings(max_examples=250, deadline=None)
+@given(n=st.integers(1, 5), k=st.integers(1, 40), seed=st.integers(0, 2**32 - 1))
+def test_fc_s16_layout_and_smlald_lanes(n, k, seed):
+    """16x8: SXTB16 / SXTB16-ROR8 of each arranged word give the weight pairs (w0, w1), (w2, w3)
+    of the input pairs (x0, x1), (x2, x3), so two SMLALD per word sum x*w exactly (Python-int
+    model); the plain-C tail reads feature j of a group at byte {0, 2, 1, 3}[j]."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-128, 128, (n, k))
+    x = rng.integers(-32768, 32768, k)
+    data = arrange_fc_s16(w)
+    assert np.array_equal(unarrange_fc_s16(data, n, k), w)
+    k4 = fc_s16_padded_k(k)
+    xp = [int(v) for v in x] + [0] * (k4 - k)
+
+    def sxtb16(v: int, ror: int) -> tuple[int, int]:
+        v = ((v >> ror) | (v << (32 - ror))) & 0xFFFFFFFF if ror else v
+        b0, b2 = v & 0xFF, (v >> 16) & 0xFF
+        return (b0 - 256 if b0 & 0x80 else b0, b2 - 256 if b2 & 0x80 else b2)
+
+    for o in range(n):
+        acc = tail = 0
+        for g in range(k4 // 4):
+            word = [int(v) for v in data[o * k4 + 4 * g : o * k4 + 4 * g + 4]]
+            u = _word(word)
+            lo, hi = sxtb16(u, 0), sxtb16(u, 8)
+            acc += lo[0] * xp[4 * g] + lo[1] * xp[4 * g + 1]
+            acc += hi[0] * xp[4 * g + 2] + hi[1] * xp[4 * g + 3]
+            tail += sum(word[(0, 2, 1, 3)[j]] * xp[4 * g + j] for j in range(4))
+        want = sum(int(a) * int(b) for a, b in zip(x, w[o], strict=True))
+        assert acc == tail == want
+    # The plain-C path sums four products in int32: |x * w| <= 2^22.
+    assert 4 * 32768 * 128 < 2**31
 
 
 @settings(max_examples=250, deadline=None)

@@ -7,7 +7,10 @@ generation of 64 tokens after a 100-token prompt (the context of 128 fills and i
 half way) must give the tokens of ``refq.models.integer.IntegerLM.generate`` and, at every
 step, the same logit bytes; stepping token by token must give the logits of the reference's
 whole-sequence prefill. Also: single rounding, edge prompts, refusals, the static memory plan,
-the STM32H743 budget and the flash allowance.
+the STM32H743 budget and the flash allowance. The w8a16 (int16 activations: 16x8
+FULLY_CONNECTED, int16 RMS_NORM / ADD / MUL / LOGISTIC, int16 logits) and mixed (int8 with
+16x8 FFN output projections) configs go through the same greedy comparison on the host and
+Cortex-M7 (w8a16 also on the Cortex-M4 plain-C path).
 """
 
 from __future__ import annotations
@@ -78,11 +81,14 @@ def _build(lm: SimpleNamespace, config: str):
     return lm.builds[config]
 
 
-def _generate(prog, prompt: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _generate(
+    prog, prompt: np.ndarray, n: int, logit_dtype: str = "int8"
+) -> tuple[np.ndarray, np.ndarray]:
     res = run(prog, harness_inputs(0, prompt, n), HARNESS_OUTPUTS, timeout=600)
     tokens = np.frombuffer(res.outputs["lm_tokens.bin"], "<i4").astype(np.int64)
-    logits = np.frombuffer(res.outputs["lm_logits.bin"], np.int8).reshape(-1, TINY_LM.vocab_size)
-    return tokens, logits
+    dtype = np.dtype(logit_dtype).newbyteorder("<")
+    logits = np.frombuffer(res.outputs["lm_logits.bin"], dtype).reshape(-1, TINY_LM.vocab_size)
+    return tokens, logits.astype(np.dtype(logit_dtype))
 
 
 @pytest.mark.parametrize("config", LM_CONFIGS)
@@ -92,6 +98,59 @@ def test_generated_lm_matches_reference(lm, config, checked):
     assert np.array_equal(tokens, lm.tokens), (tokens, lm.tokens)
     assert np.array_equal(logits, lm.logits)
     checked(f"tiny LM C greedy generation on {config} vs IntegerLM", N_TOKENS, logits.size)
+
+
+WIDE_LM_CASES = (
+    ("w8a16", "host-ubsan-asan"),
+    ("w8a16", "m7"),
+    ("w8a16", "m4-plain-c"),
+    ("mixed", "host-ubsan-asan"),
+    ("mixed", "m7"),
+)
+
+
+@pytest.fixture(scope="module")
+def wide_lms(tmp_path_factory) -> dict[str, SimpleNamespace]:
+    """The w8a16 and mixed LMs, rendered and referenced on first use."""
+    return {"root": tmp_path_factory.mktemp("codegen_lm_wide")}
+
+
+def _wide_lm(cache: dict, name: str) -> SimpleNamespace:
+    if name not in cache:
+        qm = quantize_tiny_lm(name)
+        graph = qm.graph()
+        generated = render_lm(graph, harness=True)
+        root = cache["root"] / name
+        src = write_tree(root / "src", generated.files)
+        prompt = corpus("heldout")[:100].astype(np.int64)
+        tokens, logits = reference_generate(IntegerLM(graph, qm.profile), prompt, N_TOKENS)
+        cache[name] = SimpleNamespace(
+            generated=generated,
+            root=root,
+            src=src,
+            prompt=prompt,
+            tokens=tokens,
+            logits=logits,
+            builds={},
+        )
+    return cache[name]
+
+
+@pytest.mark.parametrize(("name", "config"), WIDE_LM_CASES)
+def test_wide_lm_configs_match_reference(wide_lms, name, config, checked):
+    """w8a16 and mixed: every greedy token and every logit byte (int16 logits for w8a16)."""
+    lm = _wide_lm(wide_lms, name)
+    want = {"w8a16": "int16", "mixed": "int8"}[name]
+    assert lm.generated.logit_dtype == want and lm.logits.dtype == np.dtype(want)
+    assert f"typedef {want}_t refq_lm_logit;" in lm.generated.files["lm.h"]
+    kernels = {k.name for k in lm.generated.lowered.kernels}
+    assert "refq_fully_connected_s16" in kernels
+    if name == "w8a16":
+        assert {"refq_add_s16", "refq_mul_s16", "refq_logistic_s16"} <= kernels
+    tokens, logits = _generate(_build(lm, config), lm.prompt, N_TOKENS, want)
+    assert np.array_equal(tokens, lm.tokens), (tokens, lm.tokens)
+    assert np.array_equal(logits, lm.logits)
+    checked(f"tiny LM ({name}) C greedy generation on {config} vs IntegerLM", N_TOKENS, logits.size)
 
 
 def test_edge_prompts_on_host(lm, checked):

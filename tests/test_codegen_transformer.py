@@ -200,7 +200,8 @@ def test_out_of_range_inputs_are_refused(tmp_path):
 
 
 def test_unsupported_forms_are_refused():
-    """Row-dependent I-ViT ShiftGELU, I-BERT softmax and 65536-entry int16 tables have no C."""
+    """Row-dependent I-ViT ShiftGELU, I-BERT softmax and 65536-entry int16 tables (RSQRT) have
+    no C; int16 TANH lowers (the sigmoid-table interpolation, tests/test_codegen_kernels.py)."""
     x = TensorInfo("x", "int8", (2, 8), 0.05, 0)
     gelu = _one("GELU", {"x": x}, TensorInfo("y", "int8", (2, 8), 0.05, 0), {}, "gelu")
     with pytest.raises(UnsupportedError, match="GELU"):
@@ -210,8 +211,10 @@ def test_unsupported_forms_are_refused():
         lower_graph(sm, "ibert")
     x16 = TensorInfo("x", "int16", (2, 8), 0.05, 0)
     tanh = _one("TANH", {"x": x16}, TensorInfo("y", "int16", (2, 8), 2**-15, 0), {}, "tanh")
+    assert [c.function for c in lower_graph(tanh, "tflm").calls] == ["refq_tanh_s16"]
+    rsqrt = _one("RSQRT", {"x": x16}, TensorInfo("y", "int16", (2, 8), 2**-10, 0), {}, "rsqrt")
     with pytest.raises(UnsupportedError, match="int16"):
-        lower_graph(tanh, "tflm")
+        lower_graph(rsqrt, "tflm")
     rope = _one(
         "ROPE",
         {"x": TensorInfo("x", "int8", (2, 8), 0.05, 0)},

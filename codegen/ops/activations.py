@@ -7,7 +7,9 @@ fixed-point or table method, LiteRT's GELU table or I-BERT's i-GELU, TFLM's gemm
 logistic, HARD_SWISH and RSQRT tables) and the C looks the result up. SWIGLU tabulates
 ``h = silu(gate)`` (int16, 7 fractional bits) the same way and keeps the multiplication by
 ``up - zp_up`` and the requantization (multiplier, shift, the profile's rounding) in C.
-I-ViT's ShiftGELU (row-dependent) and int16 inputs (65536-entry tables) are refused.
+int16 TANH / LOGISTIC (TFLM's interpolation in the 256-entry sigmoid table) run as that
+interpolation (refq_tanh_s16, refq_logistic_s16). I-ViT's ShiftGELU (row-dependent) and the other
+int16 inputs (65536-entry tables) are refused.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from codegen.lower import KernelSpec, LowerContext, lowering, register_kernel
 from codegen.ops.common import ROUNDING
 from refq.graph import Node
-from refq.kernels.activations import UnaryParams
+from refq.kernels.activations import SIGMOID_TABLE_Q16, UnaryParams
 from refq.kernels.gelu import GeluLutParams
 from refq.kernels.silu import SiluParams, SwigluParams, silu, swiglu_h
 
@@ -49,6 +51,18 @@ for _suffix, _out in (("s8", "int8"), ("s8_s16", "int16")):
     )
 
 
+for _op, _bits in (("tanh", 8), ("logistic", 9)):
+    register_kernel(
+        KernelSpec(
+            f"refq_{_op}_s16",
+            code_bytes=300,
+            template="refq_sigmoid_s16",
+            header="refq_sigmoid_s16",
+            context={"op": _op, "bits": _bits},
+        )
+    )
+
+
 def lut_kernel(out_dtype: str) -> str:
     return "refq_lut_s8" if out_dtype == "int8" else "refq_lut_s8_s16"
 
@@ -73,6 +87,13 @@ def _table(ctx: LowerContext, node: Node, p: object) -> tuple[np.ndarray, str, i
 def lower_lut(ctx: LowerContext, node: Node, p: object) -> None:
     (x,) = node.inputs
     (y,) = node.outputs
+    if (
+        isinstance(p, UnaryParams)
+        and p.method == "sigmoid_table"
+        and ctx.info(x).dtype == ctx.info(y).dtype == "int16"
+    ):
+        _lower_sigmoid_s16(ctx, node, p)
+        return
     if ctx.info(x).dtype != "int8":
         raise ctx.unsupported(f"{node.op} of {ctx.info(x).dtype} input")
     table, out_dtype, min_code = _table(ctx, node, p)
@@ -87,6 +108,23 @@ def lower_lut(ctx: LowerContext, node: Node, p: object) -> None:
     ctx.call(
         lut_kernel(out_dtype),
         [("table", symbol), ("min_code", min_code)],
+        [ctx.count(x), ctx.ptr(x), ctx.ptr(y)],
+    )
+
+
+def _lower_sigmoid_s16(ctx: LowerContext, node: Node, p: UnaryParams) -> None:
+    """int16 TANH / LOGISTIC: the interpolation itself (templates/kernels/refq_sigmoid_s16)."""
+    (x,) = node.inputs
+    (y,) = node.outputs
+    table = np.asarray((*SIGMOID_TABLE_Q16, SIGMOID_TABLE_Q16[-1]), dtype=np.int64)
+    symbol = ctx.const("sigmoid_table_q16", "uint16_t", table, "sigmoid(i / 24) in Q0.16")
+    ctx.call(
+        f"refq_{p.op.lower()}_s16",
+        [
+            ("table", symbol),
+            ("input_multiplier", int(p.ints["input_multiplier"])),
+            ("input_left_shift", int(p.ints["input_left_shift"])),
+        ],
         [ctx.count(x), ctx.ptr(x), ctx.ptr(y)],
     )
 

@@ -17,18 +17,25 @@ def wrap32(values: np.ndarray) -> np.ndarray:
     return ((v + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
 
 
-def requant_fields(ctx: LowerContext, rq: RequantParams, key: str, what: str) -> str:
+def requant_fields(
+    ctx: LowerContext, rq: RequantParams, key: str, what: str, *, int64: bool = False
+) -> str:
     """The ``refq_requant_params`` initializer of ``rq`` (templates/kernels/refq_requant.h).
 
     Fixed point (M, shift) per tensor or per channel, double or single rounding; kind
     ``float64`` (LiteRT's reference FULLY_CONNECTED) as the bits of the double multipliers.
-    ONNX's float32 requantization and the 16x8 int64 form are refused."""
+    ``int64``: the caller's kernel has an int64 accumulator (16x8) and reads kind ``s64``
+    (M, shift) or ``float64`` through ``refq_requant_channel_s64``; without it those are
+    refused. ONNX's float32 requantization is refused."""
     if rq.kind == "float32":
         raise ctx.unsupported(f"{what}: float32 requantization (ONNX / onnxruntime profiles)")
-    if rq.kind not in ("fixedpoint", "float64"):
-        raise ctx.unsupported(f"{what}: {rq.kind} requantization (int16 x int8 kernels)")
-    if getattr(rq, "accumulator", "int32") != "int32":
-        raise ctx.unsupported(f"{what}: {rq.accumulator} accumulators")
+    accumulator = getattr(rq, "accumulator", "int32")
+    wanted = "int64" if int64 else "int32"
+    kinds = ("s64", "float64") if int64 else ("fixedpoint", "float64")
+    if rq.kind not in kinds:
+        raise ctx.unsupported(f"{what}: {rq.kind} requantization ({accumulator} accumulators)")
+    if accumulator != wanted:
+        raise ctx.unsupported(f"{what}: {accumulator} accumulators")
     fields: dict[str, str] = {}
     if rq.kind == "float64":
         real = np.asarray(rq.scale, dtype=np.float64).reshape(-1)

@@ -1,9 +1,11 @@
-"""ADD, SUB, MUL on int8: refq_add_s8, refq_sub_s8, refq_mul_s8 (with broadcasting).
+"""ADD, SUB, MUL on int8 and int16: refq_add_s8, refq_sub_s8, refq_mul_s8, refq_add_s16,
+refq_sub_s16, refq_mul_s16 (with broadcasting).
 
 The parameters are :class:`refq.kernels.elementwise.BinaryParams` as prepared for the profile
 (TFLite ArithmeticParams: offsets, left shift, the three (multiplier, shift) pairs, activation
 range, rounding); broadcasting is resolved here into the output shape and per-input strides
-(templates/kernels/refq_elementwise.h). int16 and SQUARED_DIFFERENCE are refused.
+(templates/kernels/refq_elementwise.h). The int16 kernels are the int8 templates without the
+256-entry input tables (int16 MUL has zero points 0). SQUARED_DIFFERENCE is refused.
 """
 
 from __future__ import annotations
@@ -24,17 +26,27 @@ TABLE_MIN_COUNT = 64
 (2 x 1 KB of flash, shared between nodes with equal input quantization): about 15 instead of
 about 70 instructions per element on Cortex-M."""
 
-for _op, _template in (("add", "refq_add_sub_s8"), ("sub", "refq_add_sub_s8"), ("mul", "")):
-    register_kernel(
-        KernelSpec(
-            f"refq_{_op}_s8",
-            code_bytes=2700 if _op != "mul" else 950,
-            template=_template,
-            header="refq_binary_s8",
-            context={"op": _op, "sign": "-" if _op == "sub" else "+"},
-            support=("refq_elementwise.h",),
+for _op, _template in (
+    ("add", "refq_add_sub_s8"),
+    ("sub", "refq_add_sub_s8"),
+    ("mul", "refq_mul_s8"),
+):
+    for _short, _ctype in (("s8", "int8_t"), ("s16", "int16_t")):
+        register_kernel(
+            KernelSpec(
+                f"refq_{_op}_{_short}",
+                code_bytes=(2700 if _short == "s8" else 1400) if _op != "mul" else 950,
+                template=_template,
+                header="refq_binary_s8",
+                context={
+                    "op": _op,
+                    "sign": "-" if _op == "sub" else "+",
+                    "ctype": _ctype,
+                    "max_offset": 255 if _short == "s8" else 0,
+                },
+                support=("refq_elementwise.h",),
+            )
         )
-    )
 
 
 def broadcast_strides(
@@ -97,8 +109,10 @@ def input_table(p: BinaryParams, which: int) -> np.ndarray:
 
 @lowering("ADD", "SUB", "MUL")
 def lower_binary(ctx: LowerContext, node: Node, p: BinaryParams) -> None:
-    if p.dtype != "int8":
+    if p.dtype not in ("int8", "int16"):
         raise ctx.unsupported(f"{p.op} on {p.dtype}")
+    if p.dtype == "int16" and p.op == "MUL" and (p.input1_offset or p.input2_offset):
+        raise ctx.unsupported("int16 MUL with nonzero input zero points")
     a, b = node.inputs
     (y,) = node.outputs
     try:
@@ -110,7 +124,7 @@ def lower_binary(ctx: LowerContext, node: Node, p: BinaryParams) -> None:
             f"output {y!r} of shape {ctx.shape(y)} for inputs broadcast to {shape}"
         )
     tables = ["NULL", "NULL"]
-    if p.op in ("ADD", "SUB") and ctx.count(y) >= TABLE_MIN_COUNT:
+    if p.dtype == "int8" and p.op in ("ADD", "SUB") and ctx.count(y) >= TABLE_MIN_COUNT:
         t1, t2 = input_table(p, 1), input_table(p, 2)
         # The output stage's SMMULR needs 2 (t1 +- t2) inside int32.
         if max(int(np.abs(t1).max()), int(np.abs(t2).max())) < 1 << 29:
@@ -118,8 +132,9 @@ def lower_binary(ctx: LowerContext, node: Node, p: BinaryParams) -> None:
                 ctx.const(f"{a}:{p.op}_table{i}", "int32_t", t, f"{p.op} input {i} stage")
                 for i, (a, t) in enumerate(((a, t1), (b, t2)), start=1)
             ]
+    short = "s8" if p.dtype == "int8" else "s16"
     ctx.call(
-        f"refq_{p.op.lower()}_s8",
+        f"refq_{p.op.lower()}_{short}",
         [
             ("input1_offset", p.input1_offset),
             ("input2_offset", p.input2_offset),
@@ -138,5 +153,5 @@ def lower_binary(ctx: LowerContext, node: Node, p: BinaryParams) -> None:
             ("shape", broadcast_field(shape, s1, s2)),
         ],
         [ctx.ptr(a), ctx.ptr(b), ctx.ptr(y)],
-        params_type="refq_binary_s8_params",
+        params_type=f"refq_binary_{short}_params",
     )

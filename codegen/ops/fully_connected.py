@@ -1,23 +1,39 @@
-"""FULLY_CONNECTED: refq_fully_connected_s8 (int8 weights) and refq_fully_connected_s4 (int4).
+"""FULLY_CONNECTED: refq_fully_connected_s8 (int8 weights, int8 or int16 output:
+refq_fully_connected_s8_s16), refq_fully_connected_s4 (int4) and refq_fully_connected_s16
+(16x8: int16 input and output, int8 weights, int64 accumulator).
 
-Both consume :class:`refq.kernels.fully_connected.FullyConnectedParams` as prepared for the
+All consume :class:`refq.kernels.fully_connected.FullyConnectedParams` as prepared for the
 profile: the weights arranged by :mod:`codegen.layouts`, the kernel sums ``bias + input_offset *
-sum (w + filter_offset)`` wrapped to int32, ``-zp_w`` per channel when the weights are
-asymmetric, and the requantization constants (per tensor or per channel, double or single
-rounding). int8 input and output only; int16 x int8 (16x8) and the ONNX profiles are refused.
+sum (w + filter_offset)`` (wrapped to int32; int64 for 16x8), ``-zp_w`` per channel when the
+weights are asymmetric, and the requantization constants (per tensor or per channel, double or
+single rounding, LiteRT's float64; 16x8: TFLM's int64 form with the 16-bit reduced multiplier,
+or LiteRT's float64). The ONNX profiles (float32 requantization) are refused.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from codegen.layouts import arrange_fc_s4, arrange_fc_s8, fc_s8_padded_k
+from codegen.layouts import arrange_fc_s4, arrange_fc_s8, arrange_fc_s16, fc_s8_padded_k
 from codegen.lower import KernelSpec, LowerContext, lowering, register_kernel
 from codegen.ops.common import requant_fields, wrap32
 from refq.graph import Node
 from refq.kernels.fully_connected import FullyConnectedParams
 
-register_kernel(KernelSpec("refq_fully_connected_s8", code_bytes=5000, support=("refq_requant.h",)))
+for _suffix, _out in (("s8", "int8"), ("s8_s16", "int16")):
+    register_kernel(
+        KernelSpec(
+            f"refq_fully_connected_{_suffix}",
+            code_bytes=5000,
+            template="refq_fully_connected_s8",
+            header="refq_fully_connected_s8",
+            context={"out_ctype": f"{_out}_t", "out_short": "s8" if _out == "int8" else "s16"},
+            support=("refq_requant.h",),
+        )
+    )
+register_kernel(
+    KernelSpec("refq_fully_connected_s16", code_bytes=2600, support=("refq_requant.h",))
+)
 register_kernel(KernelSpec("refq_fully_connected_s4", code_bytes=4400, support=("refq_requant.h",)))
 
 
@@ -35,13 +51,19 @@ def fc_s4_buffer_size(k: int, n: int) -> int:
 
 @lowering("FULLY_CONNECTED")
 def lower_fully_connected(ctx: LowerContext, node: Node, p: FullyConnectedParams) -> None:
-    requant = requant_fields(ctx, p.requant, node.name, "FULLY_CONNECTED")
+    wide = p.input_dtype == "int16"
+    requant = requant_fields(ctx, p.requant, node.name, "FULLY_CONNECTED", int64=wide)
     if p.accumulate != "exact":
         raise ctx.unsupported(f"{p.accumulate} accumulation")
-    if p.input_dtype != "int8" or p.output_dtype != "int8":
+    outputs = ("int16",) if wide else ("int8", "int16")
+    if p.input_dtype not in ("int8", "int16") or p.output_dtype not in outputs:
         raise ctx.unsupported(f"FULLY_CONNECTED {p.input_dtype} -> {p.output_dtype}")
-    if p.weights_dtype not in ("int8", "int4"):
-        raise ctx.unsupported(f"FULLY_CONNECTED with {p.weights_dtype} weights")
+    if p.weights_dtype not in (("int8",) if wide else ("int8", "int4")):
+        raise ctx.unsupported(
+            f"FULLY_CONNECTED {p.input_dtype} input with {p.weights_dtype} weights"
+        )
+    if p.weights_dtype == "int4" and p.output_dtype != "int8":
+        raise ctx.unsupported(f"FULLY_CONNECTED with int4 weights to {p.output_dtype}")
     x, y = node.inputs[0], node.outputs[0]
     rows = ctx.count(x) // p.k
     if rows * p.k != ctx.count(x) or rows * p.n != ctx.count(y):
@@ -50,8 +72,11 @@ def lower_fully_connected(ctx: LowerContext, node: Node, p: FullyConnectedParams
             f"K={p.k} / N={p.n}"
         )
     key = node.inputs[1]
+    if wide:
+        _lower_fc_s16(ctx, node, p, requant, rows)
+        return
     if p.weights_dtype == "int8":
-        function = "refq_fully_connected_s8"
+        function = "refq_fully_connected_s8" + ("_s16" if p.output_dtype == "int16" else "")
         pad = 2 * ((p.n + 1) // 2)
         weights = ctx.const(
             f"{key}:s8", "int8_t", arrange_fc_s8(p.weights), f"weights {key} (s8 layout)"
@@ -85,4 +110,35 @@ def lower_fully_connected(ctx: LowerContext, node: Node, p: FullyConnectedParams
         ],
         [rows, ctx.ptr(x), ctx.ptr(y)],
         scratch=scratch,
+    )
+
+
+def _lower_fc_s16(
+    ctx: LowerContext, node: Node, p: FullyConnectedParams, requant: str, rows: int
+) -> None:
+    """16x8: int64 kernel sums, the s16 weight layout, no scratch."""
+    key = node.inputs[1]
+    weights = ctx.const(
+        f"{key}:s16", "int8_t", arrange_fc_s16(p.weights), f"weights {key} (s16 layout)"
+    )
+    kernel_sums = ctx.const(
+        f"{node.name}:kernel_sums", "int64_t", np.asarray(p.kernel_sums, np.int64), "kernel sums"
+    )
+    f_off = np.broadcast_to(np.asarray(p.weights_offset, dtype=np.int64), (p.n,))
+    filter_offset = (
+        ctx.const(f"{key}:filter_offset", "int32_t", f_off, "-zp of the weights")
+        if f_off.any()
+        else "NULL"
+    )
+    ctx.call(
+        "refq_fully_connected_s16",
+        [
+            ("k", p.k),
+            ("n", p.n),
+            ("weights", weights),
+            ("kernel_sums", kernel_sums),
+            ("filter_offset", filter_offset),
+            ("requant", requant),
+        ],
+        [rows, ctx.ptr(node.inputs[0]), ctx.ptr(node.outputs[0])],
     )

@@ -1,6 +1,7 @@
 /*
- * refq_elementwise.h - what refq's element-wise kernels (refq_add_s8, refq_sub_s8, refq_mul_s8)
- * share: broadcasting over up to six dimensions, and their parameters (TFLite ArithmeticParams).
+ * refq_elementwise.h - what refq's element-wise kernels (refq_add_s8, refq_sub_s8, refq_mul_s8
+ * and their int16 forms refq_add_s16, refq_sub_s16, refq_mul_s16) share: broadcasting over up
+ * to six dimensions, and their parameters (TFLite ArithmeticParams).
  *
  * Broadcasting (NumPy / TFLite rules) is resolved at generation time into the output shape and
  * one element stride per input and dimension, 0 where the input is broadcast; refq merges
@@ -23,13 +24,14 @@ typedef struct {
     int32_t stride2[REFQ_MAX_RANK];  /* element strides of input 2 */
 } refq_broadcast;
 
-/* TFLite ArithmeticParams of ADD / SUB / MUL on int8 (offsets: input -zp, output +zp). ADD and
- * SUB: t_i = MBQM((x_i + input_i_offset) << left_shift, input_i_multiplier, input_i_shift),
+/* TFLite ArithmeticParams of ADD / SUB / MUL on int8 and int16 (offsets: input -zp, output
+ * +zp). ADD and SUB:
+ * t_i = MBQM((x_i + input_i_offset) << left_shift, input_i_multiplier, input_i_shift),
  * y = clamp(MBQM(t_1 +- t_2, output_multiplier, output_shift) + output_offset). MUL:
  * y = clamp(MBQM((x_1 + offset_1) * (x_2 + offset_2), output_multiplier, output_shift) + offset).
  * MBQM is MultiplyByQuantizedMultiplier with the given rounding (refq_requant.h).
  * input_i_table (ADD / SUB, optional): the 256 values t_i of the codes -128 .. 127, precomputed
- * by refq from the same parameters; NULL computes them per element. */
+ * by refq from the same parameters; NULL computes them per element (always NULL for int16). */
 typedef struct {
     int32_t input1_offset;
     int32_t input2_offset;
@@ -47,6 +49,9 @@ typedef struct {
     const int32_t *input2_table;
     refq_broadcast shape;
 } refq_binary_s8_params;
+
+/* int16 ADD / SUB / MUL take the same parameters (no tables). */
+typedef refq_binary_s8_params refq_binary_s16_params;
 
 /* Walks the rows (all dimensions but the last) of a broadcast: the element offsets of the
  * current row in both inputs. */

@@ -72,15 +72,12 @@ REFQ_INLINE int32_t refq_wrap_add(int32_t a, int32_t b)
 
 /* round_half_away(double(x) * real), clamped to int32 (LiteRT 2.3's reference
  * FULLY_CONNECTED, refq.kernels.requant kind "float64"); real is the bit pattern of a double.
- * IEEE double arithmetic, in software where the FPU has none: the same bits everywhere. */
-REFQ_INLINE int32_t refq_requant_float64(int32_t x, uint64_t real_bits)
+ * IEEE double arithmetic, in software where the FPU has none: the same bits everywhere.
+ * refq_round_half_away_double is the rounding of the product v. */
+REFQ_INLINE int32_t refq_round_half_away_double(double v)
 {
-    double real;
-    double v;
     double a;
     int64_t r;
-    memcpy(&real, &real_bits, sizeof real);
-    v = (double)x * real;
     a = v < 0.0 ? -v : v;
     if (a > 4.0e18) {
         a = 4.0e18; /* beyond any output range; keeps the conversion defined */
@@ -93,6 +90,22 @@ REFQ_INLINE int32_t refq_requant_float64(int32_t x, uint64_t real_bits)
         r = INT32_MAX; /* only the clamp to the output range follows */
     }
     return v < 0.0 ? (int32_t)-r : (int32_t)r;
+}
+
+REFQ_INLINE int32_t refq_requant_float64(int32_t x, uint64_t real_bits)
+{
+    double real;
+    memcpy(&real, &real_bits, sizeof real);
+    return refq_round_half_away_double((double)x * real);
+}
+
+/* The same of an int64 accumulator (LiteRT's 16x8 FULLY_CONNECTED): double(x) rounds to nearest
+ * as NumPy's float64(x) does (exact for |x| < 2^53, which 16x8 accumulators are). */
+REFQ_INLINE int32_t refq_requant_float64_s64(int64_t x, uint64_t real_bits)
+{
+    double real;
+    memcpy(&real, &real_bits, sizeof real);
+    return refq_round_half_away_double((double)x * real);
 }
 
 /* Everything a kernel's requantization step needs. */
@@ -122,6 +135,24 @@ REFQ_INLINE int32_t refq_requant_clamp(int32_t v, const refq_requant_params *q)
 {
     const int32_t zp = q->output_offset;
     return refq_clamp_s32(v, q->activation.min - zp, q->activation.max - zp) + zp;
+}
+
+/* requant of an int64 accumulator of channel c (the 16x8 kernels): kind "s64" (TFLM's int64
+ * MultiplyByQuantizedMultiplier with the 16-bit reduced multiplier, refq_fixedpoint.h; shift in
+ * [-31, 7], |x| < 2^47; the same under every fixed-point profile) or "float64". */
+REFQ_INLINE int32_t refq_requant_channel_s64(int64_t x, const refq_requant_params *q, int32_t c)
+{
+    const int32_t i = q->per_channel ? c : 0;
+    if (q->real_multiplier != NULL) {
+        return refq_requant_float64_s64(x, q->real_multiplier[i]);
+    }
+    return refq_multiply_by_quantized_multiplier_s64(x, q->multiplier[i], q->shift[i]);
+}
+
+/* The int16 store: clamp(v + zp) into [lo + zp, hi + zp]. */
+REFQ_INLINE int16_t refq_store_s16(int32_t v, int32_t lo, int32_t hi, int32_t zp)
+{
+    return (int16_t)(refq_clamp_s32(v, lo, hi) + zp);
 }
 
 /* The int8 store: clamp(v + zp) into [lo + zp, hi + zp]; full: the range is all of int8
@@ -224,6 +255,19 @@ static inline void refq_requantize_row_s8(const int32_t *acc, int32_t n,
     }
     for (i = 0; i < n; ++i) {
         y[i] = refq_store_s8(refq_requant_channel(acc[i], q, i), lo, hi, zp, 0);
+    }
+}
+
+/* refq_requantize_row_s8 with int16 outputs (the generic per-element form). */
+static inline void refq_requantize_row_s16(const int32_t *acc, int32_t n,
+                                           const refq_requant_params *q, int16_t *y)
+{
+    const int32_t zp = q->output_offset;
+    const int32_t lo = q->activation.min - zp;
+    const int32_t hi = q->activation.max - zp;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        y[i] = refq_store_s16(refq_requant_channel(acc[i], q, i), lo, hi, zp);
     }
 }
 

@@ -91,4 +91,15 @@ REFQ_INLINE int32_t refq_smlad(int32_t x, int32_t y, int32_t acc)
 #endif
 }
 
+/* SMLALD: acc + lo(x)*lo(y) + hi(x)*hi(y) over signed halfwords, in 64 bits (exact). */
+REFQ_INLINE int64_t refq_smlald(int32_t x, int32_t y, int64_t acc)
+{
+#if REFQ_USE_DSP
+    return __smlald(x, y, acc);
+#else
+    return acc + (int64_t)(refq_s16_lo(x) * refq_s16_lo(y)) +
+           (int64_t)(refq_s16_hi(x) * refq_s16_hi(y));
+#endif
+}
+
 #endif /* REFQ_DSP_H */
