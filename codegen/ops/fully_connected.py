@@ -92,12 +92,7 @@ def lower_fully_connected(ctx: LowerContext, node: Node, p: FullyConnectedParams
     sums = np.zeros(pad, dtype=np.int64)
     sums[: p.n] = wrap32(p.kernel_sums)
     kernel_sums = ctx.const(f"{node.name}:kernel_sums", "int32_t", sums, "kernel sums")
-    f_off = np.broadcast_to(np.asarray(p.weights_offset, dtype=np.int64), (p.n,))
-    filter_offset = (
-        ctx.const(f"{key}:filter_offset", "int32_t", f_off, "-zp of the weights")
-        if f_off.any()
-        else "NULL"
-    )
+    filter_offset = _filter_offset(ctx, key, p)
     ctx.call(
         function,
         [
@@ -113,6 +108,14 @@ def lower_fully_connected(ctx: LowerContext, node: Node, p: FullyConnectedParams
     )
 
 
+def _filter_offset(ctx: LowerContext, key: str, p: FullyConnectedParams) -> str:
+    """The per-channel ``-zp`` of asymmetric weights as a constant, or ``NULL`` (symmetric)."""
+    f_off = np.broadcast_to(np.asarray(p.weights_offset, dtype=np.int64), (p.n,))
+    if not f_off.any():
+        return "NULL"
+    return ctx.const(f"{key}:filter_offset", "int32_t", f_off, "-zp of the weights")
+
+
 def _lower_fc_s16(
     ctx: LowerContext, node: Node, p: FullyConnectedParams, requant: str, rows: int
 ) -> None:
@@ -124,12 +127,7 @@ def _lower_fc_s16(
     kernel_sums = ctx.const(
         f"{node.name}:kernel_sums", "int64_t", np.asarray(p.kernel_sums, np.int64), "kernel sums"
     )
-    f_off = np.broadcast_to(np.asarray(p.weights_offset, dtype=np.int64), (p.n,))
-    filter_offset = (
-        ctx.const(f"{key}:filter_offset", "int32_t", f_off, "-zp of the weights")
-        if f_off.any()
-        else "NULL"
-    )
+    filter_offset = _filter_offset(ctx, key, p)
     ctx.call(
         "refq_fully_connected_s16",
         [
