@@ -177,6 +177,15 @@ def _ops(rng: np.random.Generator) -> list[Op]:
             smlad,
         ),
         ("read_s8x4 unaligned", unary(), lambda x: x),
+        (
+            # acc within +-2^62: the portable form adds in int64 (no wrap-around to reproduce)
+            "smlald_s64",
+            _join(
+                [rng.integers(-(2**62), 2**62, n), _int32(rng, n), _int32(rng, n)],
+                _edges(np.array([-(2**62), -1, 0, 2**62 - 1]), EDGES[::2], EDGES[::2]),
+            ),
+            smlald,
+        ),
     ]
 
 
@@ -201,6 +210,11 @@ def smlad(x: np.ndarray, y: np.ndarray, acc: np.ndarray) -> np.ndarray:
     return _wrap32(acc + _lane(x, 0, 16) * _lane(y, 0, 16) + _lane(x, 16, 16) * _lane(y, 16, 16))
 
 
+def smlald(acc: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Arm SMLALD: acc + the two signed halfword products, in 64 bits."""
+    return acc + _lane(x, 0, 16) * _lane(y, 0, 16) + _lane(x, 16, 16) * _lane(y, 16, 16)
+
+
 def make_cases(seed: int) -> tuple[bytes, bytes, list[tuple[str, int]]]:
     """(cases.bin, expected results.bin, [(op name, count)]) for fixedpoint_entry.c."""
     rng = np.random.default_rng(seed)
@@ -222,6 +236,9 @@ def make_cases(seed: int) -> tuple[bytes, bytes, list[tuple[str, int]]]:
                 rows = cols[1] == reverse
                 m, s = fp.inv_sqrt_quantized_multiplier_exp(cols[0][rows], reverse)
                 out[rows, 0], out[rows, 1] = m, s
+        elif name == "smlald_s64":  # the int64 result as its low and high 32-bit halves
+            v = ref(*cols)
+            out[:, 0], out[:, 1] = _wrap32(v & 0xFFFFFFFF), v >> 32
         else:
             out[:, 0] = ref(*cols)
         records.append(rec)
@@ -287,7 +304,7 @@ def builds(tree):
 def test_cases_cover_every_op_and_edges(cases):
     data, expected, counts = cases
     assert [name for name, _ in counts][:2] == ["srdhm", "rounding_divide_by_pot"]
-    assert len(counts) == 27 and all(k >= PER_OP for _, k in counts)
+    assert len(counts) == 28 and all(k >= PER_OP for _, k in counts)
     c = np.frombuffer(data, "<i4").reshape(-1, 5)
     # The generator really produces the edges the header must survive.
     for op in (0, 6, 7, 8, 9):
@@ -320,7 +337,7 @@ def test_dsp_path_uses_saturating_instructions(config, dsp, builds):
         line.split("\t")[2].split()[0] for line in text.splitlines() if line.count("\t") >= 2
     }
     assert ("qadd" in mnemonics and "ssat" in mnemonics) == dsp
-    assert ("smlad" in mnemonics and "sxtb16" in mnemonics) == dsp
+    assert ("smlad" in mnemonics and "sxtb16" in mnemonics and "smlald" in mnemonics) == dsp
 
 
 def test_host_sanitizers_catch_undefined_behaviour(tmp_path):

@@ -4,8 +4,8 @@
  * under QEMU).
  *
  * cases.bin: records of five little-endian int32 {op, p0, p1, p2, p3}; results.bin: two int32
- * per record {r0, r1} (r1 is 0 except for the two-result op 22). An int64 argument is p0 (low
- * 32 bits) and p1 (high 32 bits). An unknown op makes the entry return REFQ_ARG_ERROR.
+ * per record {r0, r1} (r1 is 0 except for the two-result op 22 and op 27's int64 result, low
+ * and high halves). An int64 argument is p0 (low 32 bits) and p1 (high 32 bits). An unknown op makes the entry return REFQ_ARG_ERROR.
  */
 #include <stdint.h>
 #include <string.h>
@@ -68,6 +68,12 @@ static int run_case(const int32_t *c, int32_t *r)
         int8_t bytes[8];
         memcpy(&bytes[1], &a, sizeof a); /* an unaligned word */
         r[0] = refq_read_s8x4(&bytes[1]);
+        break;
+    }
+    case 27: {
+        /* little-endian on every target: r[0] the low half, r[1] the high half */
+        const int64_t v = refq_smlald(d, e, join_s64(a, b));
+        memcpy(r, &v, sizeof v);
         break;
     }
     default: return 0;
