@@ -24,7 +24,13 @@ from refq.graph import Program
 from refq.intmatmul import int_matmul, int_matmul_u8s8_sat16
 from refq.kernels.fully_connected import fc_accumulators
 from tests.conftest import require_module, require_tool
-from tests.test_peer_ort_kernels import draw, fc_graph, model, qlinear_model
+from tests.test_peer_ort_kernels import (
+    draw,
+    fc_graph,
+    matmul_integer_model,
+    model,
+    qlinear_model,
+)
 
 # Haswell without the features QEMU's TCG cannot emulate (the plain model prints warnings).
 CPU = "Haswell-noTSX,-pcid,-x2apic,-tsc-deadline,-invpcid"
@@ -72,15 +78,7 @@ def emulated(tmp_path_factory):
     rng = np.random.default_rng(103)
     for i in range(60):
         a, b, q = draw(rng, "uint8", "int8", per_column=i % 2 == 1)
-        zb = q["zb"] if q["zb"].size > 1 else q["zb"][0]
-        node = helper.make_node("MatMulInteger", ["a", "b", "za", "zb"], ["y"])
-        m = model(
-            [node],
-            {"a": ("uint8", list(a.shape))},
-            {"b": b, "za": q["za"], "zb": np.asarray(zb)},
-            {"y": ("int32", [a.shape[0], b.shape[1]])},
-        )
-        models.append((m, {"a": a}))
+        models.append((matmul_integer_model(a, b, q, "uint8"), {"a": a}))
         cases.append(("MatMulInteger", a, b, q))
     outs, features = run_emulated(models, tmp_path_factory.mktemp("ort_qemu"))
     return cases, [o[0] for o in outs], features

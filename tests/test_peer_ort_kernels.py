@@ -188,6 +188,18 @@ def test_ort_qlinear_matmul_u8s8_path_detected(ort, checked) -> None:
     checked(f"{what}; the other profile differs on {differ} elements", configs, elements)
 
 
+def matmul_integer_model(a, b, q, adt: str) -> onnx.ModelProto:
+    """MatMulInteger with constant ``b`` and zero points (per tensor or per column)."""
+    zb = q["zb"] if q["zb"].size > 1 else q["zb"][0]
+    node = helper.make_node("MatMulInteger", ["a", "b", "za", "zb"], ["y"])
+    return model(
+        [node],
+        {"a": (adt, list(a.shape))},
+        {"b": b, "za": q["za"], "zb": np.asarray(zb)},
+        {"y": ("int32", [a.shape[0], b.shape[1]])},
+    )
+
+
 @pytest.mark.parametrize("combo", COMBOS, ids=lambda c: "".join(c))
 def test_ort_matmul_integer(ort, combo, checked) -> None:
     """MatMulInteger's int32 output is FULLY_CONNECTED's accumulator (no bias)."""
@@ -199,15 +211,7 @@ def test_ort_matmul_integer(ort, combo, checked) -> None:
     configs, elements = 60, 0
     for i in range(configs):
         a, b, q = draw(rng, adt, wdt, per_column=i % 2 == 1)
-        zb = q["zb"] if q["zb"].size > 1 else q["zb"][0]
-        node = helper.make_node("MatMulInteger", ["a", "b", "za", "zb"], ["y"])
-        mdl = model(
-            [node],
-            {"a": (adt, list(a.shape))},
-            {"b": b, "za": q["za"], "zb": np.asarray(zb)},
-            {"y": ("int32", [a.shape[0], b.shape[1]])},
-        )
-        want = session(ort, mdl).run(None, {"a": a})[0]
+        want = session(ort, matmul_integer_model(a, b, q, adt)).run(None, {"a": a})[0]
         prog = Program(fc_graph(a, b, q, adt, wdt), profile)
         got = fc_accumulators(a, prog.steps[0][2])
         assert np.array_equal(got, want.astype(np.int64))

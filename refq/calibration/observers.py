@@ -292,7 +292,9 @@ class _HistogramObserver(Observer):
         self.hist.update(x2)
 
     def _channel_range(self, c: int) -> tuple[float, float]:
-        raise NotImplementedError
+        """Channel ``c``'s clipping range from its histogram: each subclass's own rule
+        (percentile, KL entropy, MSE); the base class has none."""
+        raise NotImplementedError(f"{type(self).__name__} defines no clipping rule")
 
     def range(self) -> tuple[np.ndarray, np.ndarray]:
         self._check_seen()
